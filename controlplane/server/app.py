@@ -1,0 +1,275 @@
+"""The HTTP face of the API server: a Starlette app over :class:`~controlplane.server.handlers.API`.
+
+Routing is Kubernetes': ``/api/v1/...`` and ``/apis/{group}/{version}/...`` are resolved to a
+:class:`RequestInfo` and dispatched by HTTP method. Every error leaves as a ``Status``; bodies over
+3 MiB are refused before they are read whole; watches are streamed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from controlplane.api.meta import DeleteOptions, ListMeta, TopLevel
+from controlplane.tables import build_table
+
+from . import discovery, errors
+from .auth import Authenticator
+from .handlers import API, WriteOptions, parse_list_query
+from .request import MAX_BODY, RequestInfo, decode_body, parse_path, wants_table
+from .watch import WatchParams, watch_stream
+from .watchcache import WatchCache
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+JSON = "application/json"
+
+
+def json_response(obj: Any, code: int = 200, warnings: list[str] | None = None) -> Response:
+    headers = {}
+    if warnings:
+        headers["Warning"] = ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings)
+    return Response(_encoder.encode(obj), status_code=code, media_type=JSON, headers=headers)
+
+
+def status_response(exc: errors.APIError) -> Response:
+    headers = {}
+    details = exc.status.details
+    if details is not None and details.retry_after_seconds:
+        headers["Retry-After"] = str(details.retry_after_seconds)
+    return Response(_encoder.encode(exc.status), status_code=exc.code, media_type=JSON, headers=headers)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing anything over the limit without buffering it all."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY:
+        raise errors.too_large(MAX_BODY)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise errors.too_large(MAX_BODY)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class APIServer:
+    """Builds the ASGI app for one API and watch cache."""
+
+    def __init__(
+        self,
+        api: API,
+        cache: WatchCache,
+        authenticator: Authenticator,
+        *,
+        server_address: str = "",
+        bookmark_interval: float = 60.0,
+    ) -> None:
+        self.api = api
+        self.cache = cache
+        self.authenticator = authenticator
+        self.server_address = server_address
+        self.bookmark_interval = bookmark_interval
+        self.ready = False
+        self.app = Starlette(
+            routes=[
+                Route("/version", self._version),
+                Route("/healthz", self._health),
+                Route("/livez", self._health),
+                Route("/readyz", self._ready),
+                Route("/api", self._api_versions),
+                Route("/api/v1", self._core_resources),
+                Route("/apis", self._groups),
+                Route("/apis/{group}/{version}", self._group_resources),
+                Route("/api/v1/{path:path}", self._core, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+                Route(
+                    "/apis/{group}/{version}/{path:path}",
+                    self._grouped,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                ),
+            ]
+        )
+        self.app.add_exception_handler(errors.APIError, self._api_error)  # type: ignore[arg-type]
+        self.app.add_exception_handler(Exception, self._unexpected)
+        self.app.add_exception_handler(404, self._not_found)
+        self.app.add_exception_handler(405, self._not_allowed)
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _authenticate(self, request: Request) -> None:
+        client = request.client.host if request.client else None
+        self.authenticator.authenticate(request.url.path, request.headers.get("authorization"), client)
+
+    async def _api_error(self, request: Request, exc: errors.APIError) -> Response:
+        return status_response(exc)
+
+    async def _unexpected(self, request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return status_response(errors.internal(type(exc).__name__))
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        err = errors.not_found("", "")
+        err.status.message = "the server could not find the requested resource"
+        err.status.details = None
+        return status_response(err)
+
+    async def _not_allowed(self, request: Request, exc: Exception) -> Response:
+        return status_response(errors.method_not_allowed(request.method, request.url.path))
+
+    # --- fixed endpoints ------------------------------------------------------------------------
+
+    async def _version(self, request: Request) -> Response:
+        self._authenticate(request)
+        return json_response(discovery.version_info())
+
+    async def _health(self, request: Request) -> Response:
+        self._authenticate(request)
+        return Response("ok", media_type="text/plain")
+
+    async def _ready(self, request: Request) -> Response:
+        self._authenticate(request)
+        if not self.ready:
+            return Response("not ready: starting", status_code=503, media_type="text/plain")
+        return Response("ok", media_type="text/plain")
+
+    async def _api_versions(self, request: Request) -> Response:
+        self._authenticate(request)
+        return json_response(discovery.api_versions(self.server_address or request.url.netloc))
+
+    async def _core_resources(self, request: Request) -> Response:
+        self._authenticate(request)
+        return json_response(discovery.resource_list("v1"))
+
+    async def _groups(self, request: Request) -> Response:
+        self._authenticate(request)
+        return json_response(discovery.api_groups())
+
+    async def _group_resources(self, request: Request) -> Response:
+        self._authenticate(request)
+        gv = f"{request.path_params['group']}/{request.path_params['version']}"
+        resources = discovery.resource_list(gv)
+        if resources is None:
+            return await self._not_found(request, Exception())
+        return json_response(resources)
+
+    # --- resources ------------------------------------------------------------------------------
+
+    async def _core(self, request: Request) -> Response:
+        return await self._dispatch(request, "", "v1", request.path_params["path"])
+
+    async def _grouped(self, request: Request) -> Response:
+        p = request.path_params
+        return await self._dispatch(request, p["group"], p["version"], p["path"])
+
+    async def _dispatch(self, request: Request, group: str, version: str, path: str) -> Response:
+        self._authenticate(request)
+        ri = parse_path(group, version, path.strip("/").split("/"))
+        query = dict(request.query_params)
+        method = request.method
+        sub = ri.subresource
+        if method == "GET":
+            if ri.name is None:
+                return await self._list_or_watch(request, ri, query)
+            if sub == "scale":
+                return json_response(await self.api.get_scale(ri))
+            if sub in ("log", "exec", "attach"):
+                raise errors.APIError(
+                    errors.Status(
+                        message=f"pods/{sub} is served by the node agent, which this server cannot reach yet",
+                        reason="ServiceUnavailable",
+                        code=503,
+                    )
+                )
+            return self._object_response(request, ri, await self.api.get(ri))
+        opts = WriteOptions.from_query(query)
+        if method == "DELETE":
+            options = await self._delete_options(request, query)
+            if ri.name is None:
+                q = parse_list_query(ri.info, query)
+                items = await self.api.delete_collection(ri, q, options, opts)
+                return self._list_response(request, ri, 0, items, None)
+            return self._object_response(request, ri, await self.api.delete(ri, options, opts))
+        body = await read_body(request)
+        content_type = request.headers.get("content-type", JSON)
+        if method == "PATCH":
+            if ri.name is None:
+                raise errors.method_not_allowed("patch", ri.info.plural)
+            obj = await self.api.patch(ri, body, content_type, opts)
+            return self._object_response(request, ri, obj, warnings=opts.warnings)
+        raw = decode_body(body, content_type)
+        if method == "POST":
+            if sub == "binding":
+                return json_response(await self.api.bind(ri, raw, opts), 201, opts.warnings)
+            if ri.name is not None:
+                raise errors.method_not_allowed("create", f"{ri.info.plural}/{ri.name}")
+            obj = await self.api.create(ri, raw, opts)
+            return self._object_response(request, ri, obj, 201, opts.warnings)
+        if ri.name is None:
+            raise errors.method_not_allowed("update", ri.info.plural)
+        obj = await self.api.replace(ri, raw, opts)
+        return self._object_response(request, ri, obj, warnings=opts.warnings)
+
+    async def _delete_options(self, request: Request, query: dict[str, str]) -> DeleteOptions:
+        body = await read_body(request)
+        options = DeleteOptions()
+        if body.strip():
+            raw = decode_body(body, request.headers.get("content-type", JSON), "delete options")
+            try:
+                options = msgspec.convert(raw, DeleteOptions)
+            except msgspec.ValidationError as exc:
+                raise errors.bad_request(f"invalid DeleteOptions: {exc}") from None
+        if "gracePeriodSeconds" in query:
+            try:
+                options.grace_period_seconds = int(query["gracePeriodSeconds"])
+            except ValueError:
+                raise errors.bad_request("gracePeriodSeconds must be an integer") from None
+        if "propagationPolicy" in query:
+            options.propagation_policy = query["propagationPolicy"]
+        return options
+
+    async def _list_or_watch(self, request: Request, ri: RequestInfo, query: dict[str, str]) -> Response:
+        q = parse_list_query(ri.info, query)
+        as_table = wants_table(request.headers.get("accept", ""))
+        if query.get("watch") in ("true", "1"):
+            params = WatchParams.from_query(query, as_table, self.bookmark_interval)
+            stream = watch_stream(self.api, self.cache, ri, q, params)
+            return StreamingResponse(stream, media_type=JSON)
+        revision, items, token = await self.api.list(ri, q)
+        return self._list_response(request, ri, revision, items, token)
+
+    def _list_response(
+        self, request: Request, ri: RequestInfo, revision: int, items: list[TopLevel], token: str | None
+    ) -> Response:
+        rv = str(revision) if revision else None
+        if wants_table(request.headers.get("accept", "")):
+            table = build_table(
+                ri.info,
+                items,
+                include_object=request.query_params.get("includeObject", "Metadata"),  # type: ignore[arg-type]
+                resource_version=rv,
+                continue_=token,
+            )
+            return json_response(table)
+        result = ri.info.list_type(metadata=ListMeta(resource_version=rv, continue_=token), items=items)
+        return json_response(result)
+
+    def _object_response(
+        self,
+        request: Request,
+        ri: RequestInfo,
+        obj: TopLevel,
+        code: int = 200,
+        warnings: list[str] | None = None,
+    ) -> Response:
+        if wants_table(request.headers.get("accept", "")) and ri.subresource is None:
+            include = request.query_params.get("includeObject", "Metadata")
+            return json_response(build_table(ri.info, [obj], include_object=include), code, warnings)  # type: ignore[arg-type]
+        return json_response(obj, code, warnings)

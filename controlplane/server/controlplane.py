@@ -1,0 +1,215 @@
+"""One control-plane process: store + watch cache + API server, and the in-process components
+(scheduler, namespace finalizer) that talk to it through the client like any other.
+
+Lifecycle: ``start()`` opens the store, makes the default namespaces, repairs allocations, starts serving
+(uvicorn), then starts the components against the server's own URL; ``stop()`` undoes it in reverse,
+each background task cancelled with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from controlplane.api.core import Event, Namespace, Node
+from controlplane.api.meta import ObjectMeta, parse_time
+from controlplane.api.registry import for_type
+from controlplane.defaults import apply_defaults
+from controlplane.store.sqlite import SQLiteBackend
+
+from . import errors
+from .allocators import pod_cidr_allocator
+from .app import APIServer
+from .auth import Authenticator, is_loopback, load_token_file
+from .handlers import API
+from .storage import ObjectStorage
+from .watchcache import WatchCache
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "peapod"
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    listen: str = "127.0.0.1:6443"
+    token_file: Path | None = None
+    cluster_cidr: str = "10.244.0.0/16"
+    node_cidr_prefix: int = 24
+    event_ttl: float = 3600.0
+    event_sweep_interval: float = 60.0
+    compact_keep_seconds: float = 300.0
+    compact_keep_revisions: int = 10_000
+    bookmark_interval: float = 60.0
+    watch_cache_capacity: int = 10_000
+    scheduler: bool = True
+    controllers: bool = True
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class ControlPlaneError(Exception):
+    """A setting that makes the control plane refuse to start."""
+
+
+class ControlPlane:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        tokens = None
+        if settings.token_file is not None:
+            try:
+                tokens = load_token_file(settings.token_file)
+            except (OSError, ValueError) as exc:
+                raise ControlPlaneError(f"cannot load token file: {exc}") from None
+        elif not is_loopback(settings.host):
+            raise ControlPlaneError(
+                f"refusing to listen on {settings.listen} without --token-file: with no authentication "
+                "the API server only listens on loopback (127.0.0.1 or ::1)"
+            )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.backend = SQLiteBackend(
+            settings.data_dir / "state.db",
+            keep_seconds=settings.compact_keep_seconds,
+            keep_revisions=settings.compact_keep_revisions,
+        )
+        self.storage = ObjectStorage(self.backend)
+        self.cache = WatchCache(self.backend, capacity=settings.watch_cache_capacity)
+        self.api = API(
+            self.storage, pod_cidr_allocator(self.backend, settings.cluster_cidr, settings.node_cidr_prefix)
+        )
+        self.server = APIServer(
+            self.api, self.cache, Authenticator(tokens), bookmark_interval=settings.bookmark_interval
+        )
+        self.admin_token = next((t for t, u in (tokens or {}).items() if "system:masters" in u.groups), None)
+        self._uvicorn: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._components: list[Callable[[], Awaitable[None]]] = []
+        self.url = ""
+
+    async def start(self) -> None:
+        await self.backend.start()
+        await self.cache.start()
+        await self._bootstrap()
+        config = uvicorn.Config(
+            self.server.app,
+            host=self.settings.host,
+            port=self.settings.port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            ws="none",
+        )
+        self._uvicorn = uvicorn.Server(config)
+        serve = asyncio.create_task(self._uvicorn.serve(), name="apiserver")
+        while not self._uvicorn.started:
+            if serve.done():
+                await serve
+                raise ControlPlaneError(f"the API server could not listen on {self.settings.listen}")
+            await asyncio.sleep(0.01)
+        self._tasks.append(serve)
+        port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        host = self.settings.host
+        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.server.server_address = f"{host}:{port}"
+        self._tasks.append(asyncio.create_task(self._sweep_events(), name="event-ttl"))
+        await self._start_components()
+        self.server.ready = True
+        log.info("control plane serving on %s (data in %s)", self.url, self.settings.data_dir)
+
+    async def _start_components(self) -> None:
+        from controlplane.client import Client
+
+        if not (self.settings.scheduler or self.settings.controllers):
+            return
+        client = Client(self.url, self.admin_token, user_agent="peapod-controlplane")
+        self._components.append(client.close)
+        if self.settings.scheduler:
+            from controlplane.scheduler import Scheduler
+
+            scheduler = Scheduler(client)
+            await scheduler.start()
+            self._components.append(scheduler.stop)
+        if self.settings.controllers:
+            from controlplane.controllers.namespace import NamespaceController
+
+            namespaces = NamespaceController(client)
+            await namespaces.start()
+            self._components.append(namespaces.stop)
+
+    async def stop(self) -> None:
+        self.server.ready = False
+        for stop in reversed(self._components):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stop(), 10)
+        self._components.clear()
+        await self.cache.close()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        for task in reversed(self._tasks):
+            if task.get_name() != "apiserver":
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 10)
+        self._tasks.clear()
+        await self.backend.close()
+
+    async def _bootstrap(self) -> None:
+        """Default namespaces, and allocations made to match the nodes that exist (after a crash)."""
+        ns_info = for_type(Namespace)
+        for name in DEFAULT_NAMESPACES:
+            if await self.storage.try_get(ns_info, None, name) is None:
+                ns = Namespace(metadata=ObjectMeta(name=name))
+                self.api._prepare_create(ns_info, ns)
+                apply_defaults(ns)
+                with contextlib.suppress(errors.APIError):
+                    await self.storage.create(ns_info, ns)
+        _, nodes, _ = await self.storage.list(for_type(Node), None)
+        await self.api.pod_cidrs.repair(
+            (n.spec.pod_cidr, n.metadata.name or "") for n in nodes if isinstance(n, Node) and n.spec.pod_cidr
+        )
+
+    async def _sweep_events(self) -> None:
+        """Events expire after the TTL (like etcd leases in Kubernetes), so crash loops cannot fill it."""
+        while True:
+            await asyncio.sleep(self.settings.event_sweep_interval)
+            try:
+                await self.expire_events()
+            except Exception:
+                log.exception("event expiry failed")
+
+    async def expire_events(self) -> int:
+        info = for_type(Event)
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.event_ttl)
+        removed = 0
+        start = ""
+        while True:
+            _, items, next_key = await self.storage.list(info, None, start_key=start, limit=500)
+            for ev in items:
+                assert isinstance(ev, Event)
+                stamp = ev.last_timestamp or ev.event_time or ev.metadata.creation_timestamp
+                if stamp and parse_time(stamp) < cutoff:
+                    with contextlib.suppress(errors.APIError):
+                        await self.storage.delete(info, ev, int(ev.metadata.resource_version or 0))
+                        removed += 1
+            if next_key is None:
+                return removed
+            start = next_key

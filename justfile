@@ -1,0 +1,42 @@
+# peapod's tasks. `just` comes from PyPI (rust-just); see the README for the first line on a new machine.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+bin := venv / "bin"
+
+# Install system packages (Debian, as root) and the project with its dev tools into .venv.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    packages=$(grep -v '^#' packaging/apt-packages.txt | xargs)
+    missing=$(for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+        else
+            echo "missing Debian packages (run as root or install them): $missing" >&2
+            exit 1
+        fi
+    fi
+    [ -x "{{bin}}/python" ] || python3 -m venv "{{venv}}"
+    "{{bin}}/pip" install -q --upgrade pip
+    "{{bin}}/pip" install -q -e '.[dev]'
+
+# Start a control plane on this machine (SQLite in ~/.local/share/peapod, API on 127.0.0.1:6443).
+up *ARGS:
+    "{{bin}}/pea" controlplane {{ARGS}}
+
+# Unit, API, scheduler, CLI and end-to-end tests (the README's test command; what CI runs).
+test *ARGS:
+    "{{bin}}/python" -m pytest -q -p no:cacheprovider {{ARGS}}
+
+# Benchmarks: print figures and the command that reproduces them.
+bench *ARGS:
+    "{{bin}}/python" bench/bench_api.py {{ARGS}}
+
+# ruff (lint + format check) and mypy.
+lint:
+    "{{bin}}/ruff" check .
+    "{{bin}}/ruff" format --check .
+    "{{bin}}/mypy"
