@@ -19,7 +19,7 @@ from starlette.routing import Route
 from controlplane.api.meta import DeleteOptions, ListMeta, TopLevel
 from controlplane.tables import build_table
 
-from . import discovery, errors
+from . import discovery, errors, openapi
 from .auth import Authenticator
 from .handlers import API, WriteOptions, parse_list_query
 from .request import MAX_BODY, RequestInfo, decode_body, parse_path, wants_table
@@ -89,6 +89,8 @@ class APIServer:
                 Route("/api/v1", self._core_resources),
                 Route("/apis", self._groups),
                 Route("/apis/{group}/{version}", self._group_resources),
+                Route("/openapi/v3", self._openapi_root),
+                Route("/openapi/v3/{path:path}", self._openapi_group_version),
                 Route("/api/v1/{path:path}", self._core, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
                 Route(
                     "/apis/{group}/{version}/{path:path}",
@@ -159,6 +161,19 @@ class APIServer:
         if resources is None:
             return await self._not_found(request, Exception())
         return json_response(resources)
+
+    async def _openapi_root(self, request: Request) -> Response:
+        self._authenticate(request)
+        return Response(openapi.root_document(), media_type=JSON)
+
+    async def _openapi_group_version(self, request: Request) -> Response:
+        self._authenticate(request)
+        path = request.path_params["path"]
+        gv = path.removeprefix("apis/").removeprefix("api/")
+        body = openapi.group_version_document(gv) if path.startswith(("api/", "apis/")) else None
+        if body is None:
+            return await self._not_found(request, Exception())
+        return Response(body, media_type=JSON)
 
     # --- resources ------------------------------------------------------------------------------
 

@@ -111,6 +111,23 @@ def invalid(kind: str, name: str, errors: Iterable[FieldError], group: str = "")
     )
 
 
+def unknown_fields(kind: str, name: str, fields: list[str], group: str = "") -> APIError:
+    """fieldValidation=Strict: the manifest has fields the kind does not declare (typos, usually)."""
+    causes = [
+        StatusCause(reason="FieldValueInvalid", message=f'unknown field "{f}"', field=f) for f in fields
+    ]
+    listed = ", ".join(f'unknown field "{f}"' for f in fields)
+    return _error(
+        422,
+        "Invalid",
+        f'{_qualified(kind, group)} "{name}" is invalid: {listed}',
+        name=name,
+        group=group,
+        kind=kind,
+        causes=causes,
+    )
+
+
 def unprocessable(message: str) -> APIError:
     return _error(422, "Invalid", message)
 

@@ -353,6 +353,9 @@ class API:
                 return self._apply_scale(current, new)
             return new
 
+        if ri.subresource == "scale":
+            plain = RequestInfo(ri.info, ri.namespace, ri.name, None, False)
+            return self._scale_of(await self._update(plain, compute, expected, opts))
         return await self._update(ri, compute, expected, opts)
 
     async def _update(
@@ -631,15 +634,7 @@ def decode_as(cls: type[Any], info: ResourceInfo, raw: Any, opts: WriteOptions, 
     if opts.field_validation != "Ignore":
         unknown = validation.find_unknown_fields(raw, cls)
         if unknown and opts.field_validation == "Strict":
-            raise errors.invalid(
-                kind,
-                name,
-                [
-                    validation.FieldError("FieldValueInvalid", f, None, "field not declared in schema")
-                    for f in unknown
-                ],
-                info.group if cls is info.type else "",
-            )
+            raise errors.unknown_fields(kind, name, unknown, info.group if cls is info.type else "")
         opts.warnings.extend(f'unknown field "{f}"' for f in unknown)
     try:
         return msgspec.convert(raw, cls)

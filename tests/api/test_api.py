@@ -500,6 +500,13 @@ async def test_scale_subresource(client: Client) -> None:
     scale = r.json()
     assert scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
     assert scale["spec"]["replicas"] == 5 and scale["status"]["selector"] == "app=web"
+    patched = await client.request(
+        "PATCH",
+        "/api/v1/namespaces/default/replicationcontrollers/web/scale",
+        body={"spec": {"replicas": 4}},
+        content_type="application/merge-patch+json",
+    )
+    assert patched.json()["kind"] == "Scale" and patched.json()["spec"]["replicas"] == 4
     with pytest.raises(ApiError) as exc:
         await client.scale(ReplicationController, "web", -1, "default")
     assert exc.value.code == 422
