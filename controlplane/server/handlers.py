@@ -62,6 +62,7 @@ PATCH_TYPES = (
     "application/strategic-merge-patch+json",
 )
 NAMESPACE_FINALIZER = "kubernetes"
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 
 
 @dataclass
@@ -525,6 +526,12 @@ class API:
 
     async def delete(self, ri: RequestInfo, options: DeleteOptions, opts: WriteOptions) -> TopLevel:
         assert ri.name is not None
+        if ri.info.kind == "Namespace" and ri.name in PROTECTED_NAMESPACES:
+            raise errors.forbidden(
+                f'namespaces "{ri.name}" is forbidden: this namespace may not be deleted',
+                "namespaces",
+                ri.name,
+            )
         for _ in range(16):
             obj = await self.storage.get(ri.info, ri.namespace, ri.name)
             self._check_preconditions(ri.info, obj, options)

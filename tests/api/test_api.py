@@ -632,6 +632,10 @@ async def test_namespace_deletion_removes_contents(client: Client) -> None:
     else:
         pytest.fail("namespace was not removed")
     assert (await client.list(Pod, "doomed")).items == []
+    with pytest.raises(ApiError) as protected:
+        await client.delete(Namespace, "default")
+    assert protected.value.code == 403
+    assert (await client.get(Namespace, "default")).metadata.deletion_timestamp is None
 
 
 async def test_discovery_and_version(controlplane: ControlPlane) -> None:
