@@ -32,10 +32,11 @@ JSON = "application/json"
 
 
 def json_response(obj: Any, code: int = 200, warnings: list[str] | None = None) -> Response:
-    headers = {}
-    if warnings:
-        headers["Warning"] = ", ".join('299 - "' + w.replace('"', '\\"') + '"' for w in warnings)
-    return Response(_encoder.encode(obj), status_code=code, media_type=JSON, headers=headers)
+    response = Response(_encoder.encode(obj), status_code=code, media_type=JSON)
+    for warning in warnings or ():
+        # One header per warning, as kube-apiserver sends them.
+        response.headers.append("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+    return response
 
 
 def status_response(exc: errors.APIError) -> Response:

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +110,16 @@ class ControlPlane:
         await self.backend.start()
         await self.cache.start()
         await self._bootstrap()
+        try:
+            family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+            sock = socket.create_server((self.settings.host, self.settings.port), family=family)
+        except OSError as exc:
+            await self.cache.close()
+            await self.backend.close()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ControlPlaneError(f"cannot listen on {self.settings.listen}: {reason}") from None
         config = uvicorn.Config(
             self.server.app,
-            host=self.settings.host,
-            port=self.settings.port,
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -119,14 +127,13 @@ class ControlPlane:
             ws="none",
         )
         self._uvicorn = uvicorn.Server(config)
-        serve = asyncio.create_task(self._uvicorn.serve(), name="apiserver")
-        while not self._uvicorn.started:
+        serve = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="apiserver")
+        while not self._uvicorn.started:  # uvicorn offers a flag, not an event
             if serve.done():
-                await serve
-                raise ControlPlaneError(f"the API server could not listen on {self.settings.listen}")
+                raise ControlPlaneError(f"the API server on {self.settings.listen} stopped while starting")
             await asyncio.sleep(0.01)
         self._tasks.append(serve)
-        port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        port = sock.getsockname()[1]
         host = self.settings.host
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.server.server_address = f"{host}:{port}"

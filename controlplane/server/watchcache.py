@@ -98,10 +98,14 @@ class Subscription:
         """The next batch; [] on timeout; WatchClosed when this subscriber was dropped."""
         if self.dropped and self.queue.empty():
             raise WatchClosed("watch dropped")
-        try:
-            batch = await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return []
+        if self.queue.empty():
+            try:
+                async with asyncio.timeout(timeout):
+                    batch = await self.queue.get()
+            except TimeoutError:
+                return []
+        else:
+            batch = self.queue.get_nowait()
         if batch is None:
             raise WatchClosed("watch dropped: it could not keep up")
         return batch

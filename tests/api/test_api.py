@@ -676,3 +676,25 @@ async def test_restart_keeps_everything(settings: Settings) -> None:
             assert got.metadata.resource_version == made.metadata.resource_version
     finally:
         await cp2.stop()
+
+
+async def test_busy_port_is_a_clear_error(controlplane: ControlPlane, tmp_path: Any) -> None:
+    port = controlplane.url.rsplit(":", 1)[1]
+    second = ControlPlane(Settings(data_dir=tmp_path / "other", listen=f"127.0.0.1:{port}"))
+    with pytest.raises(ControlPlaneError) as exc:
+        await second.start()
+    assert str(exc.value) == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+async def test_each_warning_is_its_own_header(controlplane: ControlPlane) -> None:
+    warnings: list[str] = []
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "datta": {}, "extra": 1}
+    async with Client(controlplane.url, on_warning=warnings.append) as c:
+        await c.create_raw(_kind("ConfigMap"), body)
+    assert sorted(warnings) == ['unknown field "datta"', 'unknown field "extra"']
+
+
+def _kind(kind: str) -> Any:
+    from controlplane.api import by_kind
+
+    return by_kind(kind)
