@@ -895,6 +895,23 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default="127.0.0.1:6443", metavar="HOST:PORT", help="address to serve on")
     p.add_argument("--token-file", help='static token file (token,user,uid,"groups"); needed off loopback')
     p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="the range node pod CIDRs are taken from")
+    p.add_argument(
+        "--event-ttl", type=float, default=3600.0, metavar="SECONDS", help="how long events are kept"
+    )
+    p.add_argument(
+        "--history-seconds",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="keep at least this much change history for watches to resume from",
+    )
+    p.add_argument(
+        "--history-revisions",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="and at least this many revisions of it",
+    )
     p.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler in this process")
     p.add_argument("--no-controllers", action="store_true", help="do not run the controllers in this process")
 
@@ -912,6 +929,9 @@ async def _controlplane(ctx: _Context) -> int:
         listen=args.listen,
         token_file=Path(args.token_file) if args.token_file else None,
         cluster_cidr=args.cluster_cidr,
+        event_ttl=args.event_ttl,
+        compact_keep_seconds=args.history_seconds,
+        compact_keep_revisions=args.history_revisions,
         scheduler=not args.no_scheduler,
         controllers=not args.no_controllers,
     )

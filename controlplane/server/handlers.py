@@ -180,11 +180,11 @@ class API:
         start = q.continue_key
         revision = q.revision
         out: list[TopLevel] = []
+        # With selectors, read in larger pages than asked for: most of what is read may not match.
         batch = max(q.limit, 500) if q.labels or q.fields else q.limit
         while True:
-            want = batch if q.limit == 0 or batch == q.limit else max(batch, q.limit - len(out))
             rev, items, next_key = await self.storage.list(
-                info, ri.namespace, revision=revision, start_key=start, limit=want
+                info, ri.namespace, revision=revision, start_key=start, limit=batch
             )
             revision = rev
             for obj in items:

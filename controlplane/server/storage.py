@@ -7,7 +7,8 @@ Store errors become API errors here, so handlers never see a raw ``KeyExists`` o
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import msgspec
@@ -79,6 +80,19 @@ def parse_rv(value: str | None, what: str = "resourceVersion") -> int:
     return rv
 
 
+@contextlib.contextmanager
+def _as_api_errors(info: ResourceInfo, name: str) -> Iterator[None]:
+    """Store errors in the API's words: 404 NotFound, 409 AlreadyExists or Conflict."""
+    try:
+        yield
+    except KeyExists:
+        raise errors.already_exists(info.plural, name, info.group) from None
+    except KeyNotFound:
+        raise errors.not_found(info.plural, name, info.group) from None
+    except Conflict:
+        raise errors.conflict(info.plural, name, errors.STALE, info.group) from None
+
+
 class ObjectStorage:
     """Typed get/list/create/update/delete over a Backend, with Kubernetes error semantics."""
 
@@ -114,34 +128,21 @@ class ObjectStorage:
         return rev, [decode(info, kv) for kv in kvs], next_key
 
     async def create(self, info: ResourceInfo, obj: T) -> T:
-        name = name_of(obj)
-        try:
-            rev = await self.backend.create(info.key(namespace_of(obj), name), encode(obj))
-        except KeyExists:
-            raise errors.already_exists(info.plural, name, info.group) from None
+        with _as_api_errors(info, name_of(obj)):
+            rev = await self.backend.create(info.key(namespace_of(obj), name_of(obj)), encode(obj))
         obj.metadata.resource_version = str(rev)  # type: ignore[attr-defined]
         return obj
 
     async def update(self, info: ResourceInfo, obj: T, expected: int) -> T:
-        name = name_of(obj)
-        try:
-            rev = await self.backend.update(info.key(namespace_of(obj), name), encode(obj), expected)
-        except KeyNotFound:
-            raise errors.not_found(info.plural, name, info.group) from None
-        except Conflict:
-            raise errors.conflict(info.plural, name, errors.STALE, info.group) from None
+        with _as_api_errors(info, name_of(obj)):
+            rev = await self.backend.update(info.key(namespace_of(obj), name_of(obj)), encode(obj), expected)
         obj.metadata.resource_version = str(rev)  # type: ignore[attr-defined]
         return obj
 
     async def delete(self, info: ResourceInfo, obj: T, expected: int = 0) -> T:
         """Delete; returns the last state stamped with the deletion's revision."""
-        name = name_of(obj)
-        try:
-            rev = await self.backend.delete(info.key(namespace_of(obj), name), expected)
-        except KeyNotFound:
-            raise errors.not_found(info.plural, name, info.group) from None
-        except Conflict:
-            raise errors.conflict(info.plural, name, errors.STALE, info.group) from None
+        with _as_api_errors(info, name_of(obj)):
+            rev = await self.backend.delete(info.key(namespace_of(obj), name_of(obj)), expected)
         obj.metadata.resource_version = str(rev)  # type: ignore[attr-defined]
         return obj
 

@@ -27,10 +27,8 @@ from tui.printers import align, error_line, to_yaml
 
 SEEDS = Path(__file__).resolve().parents[2] / "examples" / "seeds"
 PEA = Path(sys.executable).with_name("pea")
-# The seed manifests as the blogs meant them; the two files with the seeds' mistakes are left out.
-CORRECTED_SEEDS = sorted(
-    p.name for p in SEEDS.glob("*.yaml") if "typo" not in p.name and "invalid" not in p.name
-)
+# The seed manifests as the blogs meant them (their two mistakes live in mistakes/).
+CORRECTED_SEEDS = sorted(p.name for p in SEEDS.glob("*.yaml"))
 
 
 @pytest.fixture(autouse=True)
@@ -299,7 +297,7 @@ async def test_apply_removes_fields_dropped_from_the_manifest(
 async def test_apply_typo_fails_strict_and_warns_otherwise(
     controlplane: ControlPlane, client: Client
 ) -> None:
-    typo = seed("000-typo-clusterIp-service.yaml")
+    typo = seed("mistakes/000-typo-clusterIp-service.yaml")
     r = await pea(controlplane, "apply", "-f", typo)
     assert r.code == 1
     assert r.out == ""
@@ -317,7 +315,7 @@ async def test_apply_typo_fails_strict_and_warns_otherwise(
 
 
 async def test_apply_invalid_name_uses_kubernetes_wording(controlplane: ControlPlane) -> None:
-    f = seed("000-invalid-name-php-nodePort-service.yaml")
+    f = seed("mistakes/000-invalid-name-php-nodePort-service.yaml")
     r = await pea(controlplane, "apply", "-f", f)
     assert r.code == 1
     assert r.err.startswith(f'Error from server (Invalid): error when creating "{f}": ')
