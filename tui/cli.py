@@ -18,7 +18,6 @@ import base64
 import contextlib
 import os
 import re
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from controlplane.client import ApiError, Client, ClientConfig, ClientError, Not
 from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
 
+from . import daemons
 from .apply import ApplyOptions, apply, field_validation
 from .describe import describe
 from .manifests import Manifest, ManifestError, load, resolve_namespace, resource_info
@@ -126,6 +126,8 @@ Commands:
   annotate      Add, change or remove annotations
   config        Write a kubeconfig for pea and kubectl (config write)
   controlplane  Run the control plane (API server, scheduler, controllers)
+  agent         Run the node agent: register this machine and run its pods on Podman
+  hollow-nodes  Run simulated nodes in one process (scale tests; no containers)
 
 Global options: -s/--server URL, --token TOKEN, --kubeconfig PATH, -n/--namespace NS
 Use "pea <command> --help" for a command's options.
@@ -945,23 +947,24 @@ async def _controlplane(ctx: _Context) -> int:
         with contextlib.suppress(Exception):
             await cp.stop()
         raise UsageError(str(exc)) from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
     try:
         print(f"peapod control plane listening on {cp.url} (data in {settings.data_dir})", file=ctx.out)
         ctx.out.flush()
-        await stop.wait()
+        await daemons.wait_for_signal()
         print("stopping", file=ctx.out)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         await cp.stop()
     return 0
+
+
+async def _agent(ctx: _Context) -> int:
+    async with ctx.client() as client:
+        return await daemons.run_agent(ctx.args, ctx.out, client)
+
+
+async def _hollow(ctx: _Context) -> int:
+    async with ctx.client() as client:
+        return await daemons.run_hollow(ctx.args, ctx.out, client)
 
 
 # --- the command table ---------------------------------------------------------------------------
@@ -988,5 +991,7 @@ _COMMANDS: dict[str, _Command] = {
         ),
         _Command("config", "Write a kubeconfig for pea and kubectl.", _setup_config, _config),
         _Command("controlplane", "Run the control plane.", _setup_controlplane, _controlplane, client=False),
+        _Command("agent", "Run the node agent on this machine.", daemons.setup_agent, _agent),
+        _Command("hollow-nodes", "Run simulated nodes (no containers).", daemons.setup_hollow, _hollow),
     )
 }

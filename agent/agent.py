@@ -1,0 +1,152 @@
+"""The node agent process: registration and heartbeats, pod workers, and runtime events, wired together.
+
+Concurrency model: one informer (pods with ``spec.nodeName=NODE``) enqueues pod keys; the runtime's
+event stream (a container died) enqueues the key of the pod it belongs to; a periodic resync enqueues
+every pod, so a missed event costs at most one resync period. Pod workers drain the queue. On start,
+once the informer has synced, sandboxes whose pod no longer exists are removed (pods deleted while the
+agent was down), and running ones are adopted as they are — nothing is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlplane.api.core import Pod
+from controlplane.client import Client, EventRecorder, Informer, key_of
+
+from .node import MachineInfo, NodeHeartbeat, default_node_ip
+from .pods import BackOffPolicy, PodWorkers
+from .runtime.base import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentSettings:
+    node_name: str
+    node_ip: str = field(default_factory=default_node_ip)
+    lease_interval: float = 10.0
+    status_interval: float = 40.0
+    resync_interval: float = 10.0
+    backoff: BackOffPolicy = field(default_factory=BackOffPolicy)
+    max_pods: int = 110
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Agent:
+    """One node. ``pods`` may be shared (hollow nodes); by default the agent watches its own."""
+
+    def __init__(
+        self,
+        client: Client,
+        runtime: Runtime,
+        settings: AgentSettings,
+        *,
+        machine: MachineInfo | None = None,
+        pod_source: Callable[[str], Pod | None] | None = None,
+    ) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.settings = settings
+        self.machine = machine or MachineInfo.detect()
+        self.recorder = EventRecorder(client, "kubelet", settings.node_name)
+        self.informer: Informer[Pod] | None = None
+        if pod_source is None:
+            self.informer = Informer(client, Pod, field_selector=f"spec.nodeName={settings.node_name}")
+            pod_source = self.informer.get
+        self.workers = PodWorkers(
+            client,
+            runtime,
+            settings.node_name,
+            settings.node_ip,
+            self.recorder,
+            pod_source,
+            backoff=settings.backoff,
+        )
+        self.heartbeat: NodeHeartbeat | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._uids: dict[str, str] = {}
+
+    def track(self, pod: Pod) -> None:
+        """Note a pod of this node and enqueue it (called by the informer, or by a shared one)."""
+        self._uids[pod.metadata.uid or ""] = key_of(pod)
+        self.workers.enqueue(key_of(pod))
+
+    def forget(self, pod: Pod) -> None:
+        """The API pod is gone: one more sync removes its sandbox."""
+        self._uids.pop(pod.metadata.uid or "", None)
+        self.workers.enqueue(key_of(pod))
+
+    async def start(self) -> None:
+        await self.runtime.start()
+        self.heartbeat = NodeHeartbeat(
+            self.client,
+            self.settings.node_name,
+            node_ip=self.settings.node_ip,
+            machine=self.machine,
+            runtime_version=await self.runtime.version(),
+            max_pods=self.settings.max_pods,
+            lease_interval=self.settings.lease_interval,
+            status_interval=self.settings.status_interval,
+            labels=self.settings.labels,
+        )
+        self.heartbeat.images = await self.runtime.images()
+        await self.heartbeat.register()
+        self._tasks.append(self.heartbeat.start())
+        if self.informer is not None:
+            self.informer.on_add(self.track)
+            self.informer.on_update(lambda _old, new: self.track(new))
+            self.informer.on_delete(self.forget)
+            self._tasks.append(self.informer.start())
+            await self.informer.wait_synced()
+            await self.collect_garbage(set(self.informer.cache))
+        self._tasks.append(self.workers.start())
+        self._tasks.append(asyncio.create_task(self._runtime_events(), name="runtime-events"))
+        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        log.info("agent %s running (%s)", self.settings.node_name, await self.runtime.version())
+
+    async def stop(self) -> None:
+        await self.workers.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        if self.informer is not None:
+            await self.informer.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        self._tasks.clear()
+        await self.runtime.close()
+
+    async def collect_garbage(self, live_keys: set[str]) -> None:
+        """Sandboxes whose pod is gone are removed; the others are adopted (enqueued, not restarted)."""
+        for sandbox in await self.runtime.list_sandboxes():
+            key = f"{sandbox.namespace}/{sandbox.name}"
+            self._uids[sandbox.uid] = key
+            self.workers.enqueue(key)
+            if key not in live_keys:
+                log.info("removing sandbox of deleted pod %s", key)
+
+    def pods(self) -> list[str]:
+        return sorted(set(self._uids.values()))
+
+    async def _runtime_events(self) -> None:
+        while True:
+            try:
+                async for event in self.runtime.events():
+                    key = self._uids.get(event.pod_uid)
+                    if key is not None:
+                        self.workers.enqueue(key)
+            except Exception as exc:
+                log.warning("runtime event stream failed: %s; reconnecting", exc)
+            await asyncio.sleep(1.0)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_interval)
+            for key in self.pods():
+                self.workers.enqueue(key)

@@ -1,0 +1,243 @@
+"""Node registration and heartbeats: the Node object this agent owns, and its Lease.
+
+Registration creates the Node (or adopts the existing one after a restart) with what the machine has:
+capacity and allocatable cpu, memory and pods, addresses, nodeInfo and the images in its runtime.
+Heartbeats are cheap Lease renewals every ``lease_interval`` seconds (kube-node-lease/NAME); the heavier
+Node status write (the Ready condition's lastHeartbeatTime) happens at least every ``status_interval``
+seconds, or at once when something in the status changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import socket
+from dataclasses import dataclass
+
+import msgspec
+
+from controlplane.api.coordination import Lease, LeaseSpec
+from controlplane.api.core import (
+    ContainerImage,
+    Node,
+    NodeAddress,
+    NodeCondition,
+    NodeStatus,
+    NodeSystemInfo,
+)
+from controlplane.api.meta import ObjectMeta, now, now_micro
+from controlplane.client import Client, Conflict, NotFound
+from controlplane.server.discovery import KUBE_MAJOR, KUBE_MINOR, PEAPOD_VERSION
+
+log = logging.getLogger(__name__)
+
+LEASE_NAMESPACE = "kube-node-lease"
+KUBELET_VERSION = f"v{KUBE_MAJOR}.{KUBE_MINOR}.0-peapod.{PEAPOD_VERSION}"
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What the node reports about the machine it runs on."""
+
+    cpus: int
+    memory_bytes: int
+    kernel: str
+    os_image: str
+    architecture: str
+    machine_id: str
+    boot_id: str
+
+    @classmethod
+    def detect(cls) -> MachineInfo:
+        return cls(
+            cpus=os.cpu_count() or 1,
+            memory_bytes=_meminfo_total(),
+            kernel=platform.release(),
+            os_image=_os_image(),
+            architecture={"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
+            machine_id=_read("/etc/machine-id"),
+            boot_id=_read("/proc/sys/kernel/random/boot_id"),
+        )
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _meminfo_total() -> int:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _os_image() -> str:
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.system()
+
+
+def default_node_ip() -> str:
+    """The address other machines would use to reach this one (no packet is sent)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere; connect() only picks a source
+        return str(s.getsockname()[0])
+    return "127.0.0.1"
+
+
+class NodeHeartbeat:
+    def __init__(
+        self,
+        client: Client,
+        name: str,
+        *,
+        node_ip: str,
+        machine: MachineInfo,
+        runtime_version: str,
+        max_pods: int = 110,
+        lease_interval: float = 10.0,
+        status_interval: float = 40.0,
+        lease_duration: int = 40,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.node_ip = node_ip
+        self.machine = machine
+        self.runtime_version = runtime_version
+        self.max_pods = max_pods
+        self.lease_interval = lease_interval
+        self.status_interval = status_interval
+        self.lease_duration = lease_duration
+        self.labels = labels or {}
+        self.images: list[ContainerImage] = []
+        self.node: Node | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def status(self, *, heartbeat: str) -> NodeStatus:
+        capacity: dict[str, str | int | float] = {
+            "cpu": str(self.machine.cpus),
+            "memory": f"{self.machine.memory_bytes // 1024}Ki",
+            "pods": str(self.max_pods),
+        }
+        ready = NodeCondition(
+            type="Ready",
+            status="True",
+            reason="KubeletReady",
+            message="peapod agent is posting ready status",
+            last_heartbeat_time=heartbeat,
+            last_transition_time=heartbeat,
+        )
+        previous = self._condition("Ready")
+        if previous is not None and previous.status == "True" and previous.last_transition_time:
+            ready.last_transition_time = previous.last_transition_time
+        return NodeStatus(
+            capacity=capacity,
+            allocatable=dict(capacity),
+            conditions=[ready],
+            addresses=[
+                NodeAddress(type="InternalIP", address=self.node_ip),
+                NodeAddress(type="Hostname", address=self.name),
+            ],
+            node_info=NodeSystemInfo(
+                machine_id=self.machine.machine_id,
+                system_uuid=self.machine.machine_id,
+                boot_id=self.machine.boot_id,
+                kernel_version=self.machine.kernel,
+                os_image=self.machine.os_image,
+                container_runtime_version=self.runtime_version,
+                kubelet_version=KUBELET_VERSION,
+                kube_proxy_version=KUBELET_VERSION,
+                operating_system="linux",
+                architecture=self.machine.architecture,
+            ),
+            images=self.images or None,
+        )
+
+    def _condition(self, kind: str) -> NodeCondition | None:
+        if self.node is None:
+            return None
+        return next((c for c in self.node.status.conditions or () if c.type == kind), None)
+
+    async def register(self) -> Node:
+        """Create the Node, or take over the existing one (an agent restart); then write its status."""
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": self.machine.architecture,
+            **self.labels,
+        }
+        stamp = now()
+        node = Node(metadata=ObjectMeta(name=self.name, labels=labels), status=self.status(heartbeat=stamp))
+        try:
+            self.node = await self.client.create(node)
+        except Conflict:
+            existing = await self.client.get(Node, self.name)
+            merged = dict(existing.metadata.labels or {})
+            merged.update(labels)
+            if merged != existing.metadata.labels:
+                existing = await self.client.patch(Node, self.name, {"metadata": {"labels": merged}})
+            self.node = existing
+        await self.post_status()
+        await self.renew_lease()
+        return self.node
+
+    async def post_status(self) -> None:
+        assert self.node is not None
+        status = self.status(heartbeat=now())
+        body = {"status": _builtins(status)}
+        self.node = await self.client.patch(Node, self.name, body, subresource="status")
+
+    async def renew_lease(self) -> None:
+        stamp = now_micro()
+        try:
+            await self.client.patch(
+                Lease, self.name, {"spec": {"holderIdentity": self.name, "renewTime": stamp}}, LEASE_NAMESPACE
+            )
+        except NotFound:
+            lease = Lease(
+                metadata=ObjectMeta(name=self.name, namespace=LEASE_NAMESPACE),
+                spec=LeaseSpec(
+                    holder_identity=self.name,
+                    lease_duration_seconds=self.lease_duration,
+                    renew_time=stamp,
+                    acquire_time=stamp,
+                ),
+            )
+            with contextlib.suppress(Conflict):
+                await self.client.create(lease)
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.name}")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 5)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_status = loop.time()
+        while True:
+            await asyncio.sleep(self.lease_interval)
+            try:
+                await self.renew_lease()
+                if loop.time() - last_status >= self.status_interval - self.lease_interval / 2:
+                    await self.post_status()
+                    last_status = loop.time()
+            except Exception as exc:
+                log.warning("node %s heartbeat failed: %s", self.name, exc)
+
+
+def _builtins(status: NodeStatus) -> dict[str, object]:
+    return msgspec.to_builtins(status)

@@ -1,0 +1,420 @@
+"""Pod workers: make each pod bound to this node real, keep it so, and report the truth about it.
+
+Level-based, like every controller here: watch events, runtime events (a container died) and a periodic
+resync only enqueue the pod's ``namespace/name``; ``sync(key)`` compares the API pod with what the
+runtime has and acts — create the sandbox (or re-create it when its infra container died), create and
+start missing containers, restart dead ones per restartPolicy with CrashLoopBackOff, stop everything
+when the pod is being deleted and then finish the deletion — and finally writes the pod's status if it
+changed. One key is never synced twice at once (the work queue guarantees it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlplane.api.core import ConfigMap, Container, Pod, Secret
+from controlplane.api.meta import parse_time
+from controlplane.client import Client, ClientError, EventRecorder, NotFound
+from controlplane.controllers.workqueue import WorkQueue, run_workers
+
+from .runtime.base import ContainerInfo, ContainerSpec, Runtime, RuntimeFailure, SandboxInfo
+from .status import Waiting, pod_status, same_status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackOffPolicy:
+    """CrashLoopBackOff: ``initial`` doubling to ``maximum``; forgotten after ``reset_after`` of running."""
+
+    initial: float = 10.0
+    maximum: float = 300.0
+    reset_after: float = 600.0
+
+
+@dataclass
+class _ContainerNotes:
+    """What the agent remembers about one container of one pod between syncs."""
+
+    delay: float = 0.0
+    not_before: float = 0.0
+    waiting: Waiting | None = None
+    restarts: int = 0
+    previous: ContainerInfo | None = None
+
+
+@dataclass
+class _PodNotes:
+    containers: dict[str, _ContainerNotes] = field(default_factory=dict)
+
+    def of(self, name: str) -> _ContainerNotes:
+        return self.containers.setdefault(name, _ContainerNotes())
+
+
+class EnvError(Exception):
+    """A referenced ConfigMap/Secret/key is missing: CreateContainerConfigError."""
+
+
+class PodWorkers:
+    def __init__(
+        self,
+        client: Client,
+        runtime: Runtime,
+        node_name: str,
+        node_ip: str,
+        recorder: EventRecorder,
+        get_pod: Callable[[str], Pod | None],
+        *,
+        backoff: BackOffPolicy | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.node_name = node_name
+        self.node_ip = node_ip
+        self.recorder = recorder
+        self.get_pod = get_pod
+        self.backoff = backoff or BackOffPolicy()
+        self.workers = workers
+        self.queue = WorkQueue()
+        self._notes: dict[str, _PodNotes] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def enqueue(self, key: str) -> None:
+        self.queue.add(key)
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(
+            run_workers(self.queue, self.sync, self.workers, f"pods-{self.node_name}")
+        )
+        return self._task
+
+    async def stop(self) -> None:
+        self.queue.shutdown()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (asyncio.CancelledError, TimeoutError, Exception):
+                pass
+
+    # --- the reconcile step ---------------------------------------------------------------------
+
+    async def sync(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        pod = self.get_pod(key)
+        mine = [s for s in await self.runtime.list_sandboxes() if s.namespace == namespace and s.name == name]
+        uid = pod.metadata.uid if pod is not None else None
+        for stale in [s for s in mine if s.uid != uid]:
+            # The API pod is gone (or was re-created under the same name): its sandbox goes too.
+            await self.runtime.remove_sandbox(stale, 0)
+            self._notes.pop(stale.uid, None)
+        if pod is None or uid is None:
+            return
+        sandbox = next((s for s in mine if s.uid == uid), None)
+        if pod.metadata.deletion_timestamp is not None:
+            await self._terminate(pod, sandbox)
+            return
+        if pod.status.phase in ("Succeeded", "Failed"):
+            return
+        notes = self._notes.setdefault(uid, _PodNotes())
+        sandbox = await self._ensure_sandbox(pod, sandbox, notes)
+        if sandbox is not None:
+            for container in pod.spec.containers:
+                await self._ensure_container(pod, sandbox, container, notes)
+            sandbox = await self._sandbox(uid)
+        await self._report(pod, sandbox, notes)
+
+    async def _sandbox(self, uid: str) -> SandboxInfo | None:
+        return next((s for s in await self.runtime.list_sandboxes() if s.uid == uid), None)
+
+    async def _ensure_sandbox(
+        self, pod: Pod, sandbox: SandboxInfo | None, notes: _PodNotes
+    ) -> SandboxInfo | None:
+        if sandbox is not None and sandbox.infra_running:
+            return sandbox
+        if sandbox is not None:
+            # The infra container died: the namespaces are gone, so the whole sandbox is re-created.
+            await self.recorder.record(
+                pod, "Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
+            )
+            for c in pod.spec.containers:
+                latest = sandbox.latest(c.name)
+                if latest is not None:
+                    n = notes.of(c.name)
+                    n.restarts = max(n.restarts, latest.attempt + 1)
+                    n.previous = latest
+            await self.runtime.remove_sandbox(sandbox, 0)
+        try:
+            return await self.runtime.create_sandbox(pod)
+        except RuntimeFailure as exc:
+            await self.recorder.record(
+                pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc.message}"
+            )
+            for c in pod.spec.containers:
+                notes.of(c.name).waiting = Waiting("ContainerCreating", exc.message)
+            self.queue.add_rate_limited(_key(pod))
+            return None
+
+    async def _ensure_container(self, pod: Pod, sandbox: SandboxInfo, c: Container, notes: _PodNotes) -> None:
+        n = notes.of(c.name)
+        latest = sandbox.latest(c.name)
+        if latest is not None:
+            n.restarts = max(n.restarts, latest.attempt)
+        if latest is not None and latest.state == "running":
+            if latest.started_at and n.delay and _age(latest.started_at) >= self.backoff.reset_after:
+                n.delay = 0.0
+            n.waiting = None
+            return
+        if latest is not None and latest.state == "exited":
+            policy = pod.spec.restart_policy or "Always"
+            if policy == "Never" or (policy == "OnFailure" and latest.exit_code == 0):
+                n.waiting = None
+                return
+        if latest is not None and latest.state in ("exited", "created") and not self._may_start(n):
+            wait = n.not_before - time.monotonic()
+            n.waiting = Waiting(
+                "CrashLoopBackOff",
+                f"back-off {_seconds(n.delay)} restarting failed container={c.name} "
+                f"pod={pod.metadata.name}_{pod.metadata.namespace}({pod.metadata.uid})",
+            )
+            await self.recorder.record(
+                pod,
+                "Warning",
+                "BackOff",
+                f"Back-off restarting failed container {c.name} in pod "
+                f"{pod.metadata.name}_{pod.metadata.namespace}({pod.metadata.uid})",
+            )
+            self.queue.add_after(_key(pod), max(wait, 0.01))
+            return
+        attempt = n.restarts + 1 if latest is not None else n.restarts
+        await self._start_container(pod, sandbox, c, attempt, latest, n)
+
+    def _may_start(self, n: _ContainerNotes) -> bool:
+        return time.monotonic() >= n.not_before
+
+    def _back_off(self, n: _ContainerNotes) -> None:
+        n.delay = self.backoff.initial if n.delay == 0 else min(n.delay * 2, self.backoff.maximum)
+        n.not_before = time.monotonic() + n.delay
+
+    async def _start_container(
+        self,
+        pod: Pod,
+        sandbox: SandboxInfo,
+        c: Container,
+        attempt: int,
+        old: ContainerInfo | None,
+        n: _ContainerNotes,
+    ) -> None:
+        key = _key(pod)
+        image = c.image or ""
+        try:
+            await self.runtime.ensure_image(image, c.image_pull_policy or "IfNotPresent")
+        except RuntimeFailure as exc:
+            first = n.waiting is None or n.waiting.reason not in ("ErrImagePull", "ImagePullBackOff")
+            n.waiting = Waiting("ErrImagePull" if first else "ImagePullBackOff", exc.message)
+            await self.recorder.record(
+                pod, "Warning", "Failed", f'Failed to pull image "{image}": {exc.message}'
+            )
+            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc.reason}")
+            self._back_off(n)
+            self.queue.add_after(key, n.delay)
+            return
+        if c.image_pull_policy == "Always":
+            await self.recorder.record(
+                pod,
+                "Normal",
+                "Pulled",
+                f'Container image "{image}" already present on machine '
+                "(no registry is configured, so Always acts as IfNotPresent)",
+            )
+        else:
+            await self.recorder.record(
+                pod, "Normal", "Pulled", f'Container image "{image}" already present on machine'
+            )
+        try:
+            env = await self._env(pod, c)
+        except EnvError as exc:
+            n.waiting = Waiting("CreateContainerConfigError", str(exc))
+            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc}")
+            self.queue.add_after(key, 1.0)
+            return
+        if old is not None:
+            n.previous = old
+            # Keep the last dead attempt (for `logs --previous`), drop older ones.
+            for info in sandbox.containers:
+                if info.name == c.name and info.attempt < old.attempt:
+                    await self.runtime.remove_container(info)
+            self._back_off(n)
+        try:
+            created = await self.runtime.create_container(sandbox, pod, ContainerSpec(c, env, attempt))
+        except RuntimeFailure as exc:
+            n.waiting = Waiting(exc.reason, exc.message)
+            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc.message}")
+            self._back_off(n)
+            self.queue.add_after(key, n.delay)
+            return
+        await self.recorder.record(pod, "Normal", "Created", f"Created container {c.name}")
+        try:
+            await self.runtime.start_container(created)
+        except RuntimeFailure as exc:
+            n.waiting = Waiting(exc.reason, exc.message)
+            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc.message}")
+            self._back_off(n)
+            self.queue.add_after(key, n.delay)
+            return
+        n.restarts = attempt
+        n.waiting = None
+        await self.recorder.record(pod, "Normal", "Started", f"Started container {c.name}")
+
+    async def _terminate(self, pod: Pod, sandbox: SandboxInfo | None) -> None:
+        """Graceful deletion: stop the containers within the grace period, remove the sandbox, then
+        finish the API deletion (a delete with grace 0, guarded by the uid)."""
+        grace = pod.metadata.deletion_grace_period_seconds
+        if grace is None:
+            grace = pod.spec.termination_grace_period_seconds or 0
+        if sandbox is not None:
+            for info in sandbox.containers:
+                if info.state == "running":
+                    await self.recorder.record(pod, "Normal", "Killing", f"Stopping container {info.name}")
+            await self.runtime.remove_sandbox(sandbox, grace)
+        self._notes.pop(pod.metadata.uid or "", None)
+        try:
+            await self.client.delete(
+                Pod,
+                pod.metadata.name or "",
+                pod.metadata.namespace,
+                grace_period_seconds=0,
+                uid=pod.metadata.uid,
+            )
+        except NotFound:
+            pass
+
+    async def _report(self, pod: Pod, sandbox: SandboxInfo | None, notes: _PodNotes) -> None:
+        waiting = {name: n.waiting for name, n in notes.containers.items() if n.waiting is not None}
+        restarts = {name: n.restarts for name, n in notes.containers.items()}
+        previous = {name: n.previous for name, n in notes.containers.items() if n.previous is not None}
+        status = pod_status(pod, sandbox, waiting, restarts, previous, self.node_ip)
+        if same_status(status, pod.status):
+            return
+        fresh = Pod(metadata=pod.metadata, spec=pod.spec, status=status)
+        try:
+            await self.client.replace_status(fresh)
+        except ClientError as exc:
+            # A stale resourceVersion (the pod changed meanwhile): the watch brings it back here.
+            log.debug("status of %s not written: %s", _key(pod), exc)
+            self.queue.add_after(_key(pod), 0.2)
+
+    # --- environment ----------------------------------------------------------------------------
+
+    async def _env(self, pod: Pod, c: Container) -> dict[str, str]:
+        """The container's environment with every reference resolved, in Kubernetes' order."""
+        ns = pod.metadata.namespace or "default"
+        env: dict[str, str] = {}
+        for source in c.env_from or ():
+            prefix = source.prefix or ""
+            if source.config_map_ref is not None:
+                data = await self._config_map(
+                    ns, source.config_map_ref.name or "", bool(source.config_map_ref.optional)
+                )
+                env.update({prefix + k: v for k, v in data.items()})
+            if source.secret_ref is not None:
+                data = await self._secret(ns, source.secret_ref.name or "", bool(source.secret_ref.optional))
+                env.update({prefix + k: v for k, v in data.items()})
+        for var in c.env or ():
+            if var.value_from is None:
+                env[var.name] = _expand(var.value or "", env)
+                continue
+            ref = var.value_from
+            if ref.field_ref is not None:
+                env[var.name] = _field(pod, ref.field_ref.field_path, self.node_ip)
+            elif ref.config_map_key_ref is not None:
+                r = ref.config_map_key_ref
+                data = await self._config_map(ns, r.name or "", bool(r.optional))
+                if r.key in data:
+                    env[var.name] = data[r.key]
+                elif not r.optional:
+                    raise EnvError(f"couldn't find key {r.key} in ConfigMap {ns}/{r.name}")
+            elif ref.secret_key_ref is not None:
+                s = ref.secret_key_ref
+                data = await self._secret(ns, s.name or "", bool(s.optional))
+                if s.key in data:
+                    env[var.name] = data[s.key]
+                elif not s.optional:
+                    raise EnvError(f"couldn't find key {s.key} in Secret {ns}/{s.name}")
+        return env
+
+    async def _config_map(self, ns: str, name: str, optional: bool) -> dict[str, str]:
+        try:
+            cm = await self.client.get(ConfigMap, name, ns)
+        except NotFound:
+            if optional:
+                return {}
+            raise EnvError(f'configmap "{name}" not found') from None
+        return dict(cm.data or {})
+
+    async def _secret(self, ns: str, name: str, optional: bool) -> dict[str, str]:
+        try:
+            secret = await self.client.get(Secret, name, ns)
+        except NotFound:
+            if optional:
+                return {}
+            raise EnvError(f'secret "{name}" not found') from None
+        return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
+
+
+def _key(pod: Pod) -> str:
+    return f"{pod.metadata.namespace}/{pod.metadata.name}"
+
+
+def _field(pod: Pod, path: str, node_ip: str) -> str:
+    m = pod.metadata
+    values = {
+        "metadata.name": m.name or "",
+        "metadata.namespace": m.namespace or "",
+        "metadata.uid": m.uid or "",
+        "spec.nodeName": pod.spec.node_name or "",
+        "spec.serviceAccountName": pod.spec.service_account_name or "",
+        "status.hostIP": node_ip,
+        "status.podIP": pod.status.pod_ip or "",
+    }
+    if path.startswith("metadata.labels['") and path.endswith("']"):
+        return (m.labels or {}).get(path[17:-2], "")
+    if path.startswith("metadata.annotations['") and path.endswith("']"):
+        return (m.annotations or {}).get(path[22:-2], "")
+    return values.get(path, "")
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """``$(VAR)`` references to earlier variables, as Kubernetes expands them (``$$`` escapes)."""
+    out = []
+    i = 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("$(", i) and (end := value.find(")", i)) != -1:
+            name = value[i + 2 : end]
+            out.append(env.get(name, value[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _age(timestamp: str) -> float:
+    return (dt.datetime.now(dt.UTC) - parse_time(timestamp)).total_seconds()
+
+
+def _seconds(delay: float) -> str:
+    if delay >= 60:
+        minutes, seconds = divmod(int(delay), 60)
+        return f"{minutes}m{seconds}s"
+    return f"{delay:g}s"

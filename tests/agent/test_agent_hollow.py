@@ -1,0 +1,301 @@
+"""The agent's logic on the hollow runtime against a real control plane: registration, heartbeats,
+pod lifecycle, restarts with back-off, sandbox re-creation, deletion, adoption, hollow nodes at scale."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import pytest
+
+from agent.agent import Agent, AgentSettings
+from agent.hollow import HOLLOW_MACHINE, HollowNodes
+from agent.pods import BackOffPolicy
+from agent.runtime.hollow import HollowRuntime
+from controlplane.api import ConfigMap, Event, Lease, Node, ObjectMeta, Pod
+from controlplane.client import Client, NotFound
+
+T = TypeVar("T")
+FAST = BackOffPolicy(initial=0.3, maximum=1.2, reset_after=600)
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 15) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def settings(name: str = "node-1") -> AgentSettings:
+    return AgentSettings(
+        node_name=name,
+        node_ip="127.0.0.1",
+        lease_interval=0.2,
+        status_interval=0.5,
+        resync_interval=0.5,
+        backoff=FAST,
+    )
+
+
+@pytest.fixture
+async def node(client: Client) -> AsyncIterator[tuple[Agent, HollowRuntime]]:
+    runtime = HollowRuntime("node-1")
+    agent = Agent(client, runtime, settings(), machine=HOLLOW_MACHINE)
+    await agent.start()
+    try:
+        yield agent, runtime
+    finally:
+        await agent.stop()
+
+
+def pod(name: str, restart: str = "Always", containers: int = 1, **extra: Any) -> Pod:
+    spec: dict[str, Any] = {
+        "restartPolicy": restart,
+        "containers": [{"name": f"c{i}", "image": "busybox"} for i in range(containers)],
+        **extra,
+    }
+    return msgspec.convert({"metadata": {"name": name}, "spec": spec}, Pod)
+
+
+async def status_of(client: Client, name: str) -> Pod:
+    return await client.get(Pod, name, "default")
+
+
+async def reasons(client: Client, name: str) -> list[str]:
+    events = (await client.list(Event, "default")).items
+    return [e.reason for e in events if e.involved_object.name == name and isinstance(e.reason, str)]
+
+
+async def test_registers_a_ready_node_and_renews_its_lease(
+    client: Client, node: tuple[Agent, HollowRuntime]
+) -> None:
+    registered = await client.get(Node, "node-1")
+    ready = next(c for c in registered.status.conditions or [] if c.type == "Ready")
+    assert ready.status == "True" and ready.last_heartbeat_time
+    assert registered.status.capacity == {"cpu": "4", "memory": "16777216Ki", "pods": "110"}
+    assert registered.status.node_info is not None
+    assert registered.status.node_info.container_runtime_version == "hollow://0.1"
+    assert registered.status.node_info.kubelet_version.startswith("v1.")
+    assert registered.spec.pod_cidr == "10.244.0.0/24"
+    first = await client.get(Lease, "node-1", "kube-node-lease")
+
+    async def renewed() -> bool:
+        lease = await client.get(Lease, "node-1", "kube-node-lease")
+        return lease.spec.renew_time != first.spec.renew_time
+
+    await eventually(renewed, "a lease renewal")
+    assert first.spec.holder_identity == "node-1"
+
+
+async def test_pod_runs_and_reports_status_and_events(
+    client: Client, node: tuple[Agent, HollowRuntime]
+) -> None:
+    await client.create(pod("web", containers=2))
+
+    async def running() -> Pod | None:
+        p = await status_of(client, "web")
+        return p if p.status.phase == "Running" else None
+
+    p = await eventually(running, "web Running")
+    assert p.spec.node_name == "node-1" and p.status.host_ip == "127.0.0.1"
+    statuses = p.status.container_statuses or []
+    assert [s.name for s in statuses] == ["c0", "c1"]
+    assert all(s.ready and s.restart_count == 0 and s.state and s.state.running for s in statuses)
+    conditions = {c.type: c.status for c in p.status.conditions or []}
+    assert conditions["Ready"] == "True" and conditions["ContainersReady"] == "True"
+    got = await eventually(lambda: reasons(client, "web"), "events")
+    assert {"Scheduled", "Pulled", "Created", "Started"} <= set(got)
+
+
+async def test_crash_restarts_with_growing_back_off(
+    client: Client, node: tuple[Agent, HollowRuntime]
+) -> None:
+    _, runtime = node
+    made = await client.create(pod("crashy"))
+    uid = made.metadata.uid or ""
+    await eventually(lambda: _phase(client, "crashy", "Running"), "crashy Running")
+    await eventually(lambda: _has_container(runtime, uid), "container created")
+    runtime.crash(uid, "c0", 2)
+
+    async def restarted(n: int) -> Pod | None:
+        p = await status_of(client, "crashy")
+        s = (p.status.container_statuses or [None])[0]
+        return p if s is not None and s.restart_count >= n and s.state and s.state.running else None
+
+    p = await eventually(lambda: restarted(1), "restart 1")
+    last = p.status.container_statuses[0].last_state  # type: ignore[index]
+    assert last is not None and last.terminated is not None and last.terminated.exit_code == 2
+    # Crash again at once: now it waits in CrashLoopBackOff with a doubled delay.
+    runtime.crash(uid, "c0", 2)
+
+    async def backing_off() -> str | None:
+        s = (await status_of(client, "crashy")).status.container_statuses[0]  # type: ignore[index]
+        waiting = s.state.waiting if s.state else None
+        return waiting.message if waiting and waiting.reason == "CrashLoopBackOff" else None
+
+    # As the kubelet does: the first restart is immediate, the next waits 0.3 s, then 0.6 s...
+    message = await eventually(backing_off, "CrashLoopBackOff")
+    assert "back-off 0.3s restarting failed container=c0" in message
+    await eventually(lambda: restarted(2), "restart 2")
+    runtime.crash(uid, "c0", 2)
+
+    async def longer() -> str | None:
+        text = await backing_off()
+        return text if text and "back-off 0.6s" in text else None
+
+    await eventually(longer, "a doubled back-off")
+    await eventually(lambda: restarted(3), "restart 3")
+    assert "BackOff" in await reasons(client, "crashy")
+
+
+async def test_dead_infra_container_recreates_the_sandbox(
+    client: Client, node: tuple[Agent, HollowRuntime]
+) -> None:
+    _, runtime = node
+    made = await client.create(pod("boxed"))
+    uid = made.metadata.uid or ""
+    await eventually(lambda: _phase(client, "boxed", "Running"), "Running")
+    old_id = runtime.sandboxes[uid].id
+    runtime.kill_sandbox(uid)
+
+    async def recreated() -> bool:
+        box = runtime.sandboxes.get(uid)
+        return box is not None and box.id != old_id and box.infra_running
+
+    await eventually(recreated, "a new sandbox")
+
+    async def running_again() -> bool:
+        s = (await status_of(client, "boxed")).status.container_statuses or []
+        return (
+            bool(s) and s[0].restart_count == 1 and s[0].state is not None and s[0].state.running is not None
+        )
+
+    await eventually(running_again, "running again with restartCount 1")
+    assert "SandboxChanged" in await reasons(client, "boxed")
+
+
+async def test_delete_finishes_after_stopping(client: Client, node: tuple[Agent, HollowRuntime]) -> None:
+    _, runtime = node
+    made = await client.create(pod("gone"))
+    await eventually(lambda: _phase(client, "gone", "Running"), "Running")
+    await client.delete(Pod, "gone", "default")
+
+    async def deleted() -> bool:
+        try:
+            await status_of(client, "gone")
+        except NotFound:
+            return True
+        return False
+
+    await eventually(deleted, "the agent to finish the deletion")
+    assert made.metadata.uid not in runtime.sandboxes
+    assert "Killing" in await reasons(client, "gone")
+
+
+@pytest.mark.parametrize(("code", "phase"), [(0, "Succeeded"), (1, "Failed")])
+async def test_restart_never_ends_in_a_terminal_phase(
+    client: Client, node: tuple[Agent, HollowRuntime], code: int, phase: str
+) -> None:
+    _, runtime = node
+    made = await client.create(pod(f"once-{code}", restart="Never"))
+    uid = made.metadata.uid or ""
+    await eventually(lambda: _phase(client, f"once-{code}", "Running"), "Running")
+    runtime.crash(uid, "c0", code)
+    p = await eventually(lambda: _phase(client, f"once-{code}", phase), phase)
+    term = p.status.container_statuses[0].state.terminated  # type: ignore[index,union-attr]
+    assert term is not None and term.exit_code == code
+    assert len(runtime.sandboxes[uid].containers) == 1  # never restarted
+
+
+async def test_env_from_config_maps_and_fields(client: Client, node: tuple[Agent, HollowRuntime]) -> None:
+    _, runtime = node
+    env = [
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "GREETING", "value": "hello $(POD)"},
+    ]
+    made = await client.create(
+        msgspec.convert(
+            {
+                "metadata": {"name": "envy"},
+                "spec": {"containers": [{"name": "c", "image": "busybox", "env": env}]},
+            },
+            Pod,
+        )
+    )
+
+    async def config_error() -> str | None:
+        s = (await status_of(client, "envy")).status.container_statuses or []
+        waiting = s[0].state.waiting if s and s[0].state else None
+        return waiting.message if waiting and waiting.reason == "CreateContainerConfigError" else None
+
+    assert await eventually(config_error, "CreateContainerConfigError") == 'configmap "settings" not found'
+    await client.create(ConfigMap(metadata=ObjectMeta(name="settings"), data={"mode": "fast"}))
+    await eventually(lambda: _phase(client, "envy", "Running"), "Running once the configmap exists")
+    spec = next(iter(runtime.specs.values()))
+    assert dict(spec.env) == {"MODE": "fast", "POD": "envy", "NODE": "node-1", "GREETING": "hello envy"}
+    assert made.metadata.uid in runtime.sandboxes
+
+
+async def test_restarted_agent_adopts_running_pods(client: Client) -> None:
+    runtime = HollowRuntime("node-1")
+    first = Agent(client, runtime, settings(), machine=HOLLOW_MACHINE)
+    await first.start()
+    made = await client.create(pod("keeper"))
+    uid = made.metadata.uid or ""
+    await eventually(lambda: _phase(client, "keeper", "Running"), "Running")
+    ids = [c.id for c in runtime.sandboxes[uid].containers]
+    await first.stop()
+    # While the agent is down: one pod is deleted for good, another is created.
+    await client.create(pod("newcomer"))
+    second = Agent(client, runtime, settings(), machine=HOLLOW_MACHINE)
+    await second.start()
+    try:
+        await eventually(lambda: _phase(client, "newcomer", "Running"), "the pod created meanwhile")
+        assert [c.id for c in runtime.sandboxes[uid].containers] == ids
+        assert (await status_of(client, "keeper")).status.container_statuses[0].restart_count == 0  # type: ignore[index]
+    finally:
+        await second.stop()
+
+
+async def test_hollow_nodes_at_scale(client: Client) -> None:
+    nodes = HollowNodes(client, 100, lease_interval=5, status_interval=20, backoff=FAST)
+    await nodes.start()
+    try:
+        listed = (await client.list(Node)).items
+        ready = [
+            n
+            for n in listed
+            if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        ]
+        assert len(ready) == 100
+        assert len({n.spec.pod_cidr for n in listed}) == 100
+        for i in range(30):
+            await client.create(pod(f"p{i}"))
+
+        async def all_running() -> list[Pod] | None:
+            pods = (await client.list(Pod, "default")).items
+            ok = [p for p in pods if p.status.phase == "Running"]
+            return pods if len(ok) == 30 else None
+
+        pods = await eventually(all_running, "30 pods Running on hollow nodes", timeout=60)
+        assert len({p.spec.node_name for p in pods}) >= 10  # spread over many nodes
+    finally:
+        await nodes.stop()
+
+
+async def _phase(client: Client, name: str, phase: str) -> Pod | None:
+    p = await status_of(client, name)
+    return p if p.status.phase == phase else None
+
+
+async def _has_container(runtime: HollowRuntime, uid: str) -> bool:
+    box = runtime.sandboxes.get(uid)
+    return box is not None and any(c.state == "running" for c in box.containers)

@@ -1,0 +1,114 @@
+"""The long-running ``pea`` commands: ``agent`` (one node) and ``hollow-nodes`` (many simulated nodes).
+
+Each runs until SIGINT or SIGTERM and then stops cleanly: heartbeats end, workers are cancelled, and an
+agent that started its own Podman service stops it (pods keep running; the next agent adopts them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from controlplane.client import Client
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def setup_agent(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node-name", default=socket.gethostname(), help="this node's name (default: hostname)")
+    p.add_argument("--node-ip", help="the address other nodes reach this one at (default: detected)")
+    p.add_argument("--runtime", choices=["podman", "hollow"], default="podman", help="container runtime")
+    p.add_argument("--podman-socket", help="use this Podman API socket instead of starting a service")
+    p.add_argument("--podman-root", help="Podman storage root for the service this agent starts")
+    p.add_argument("--podman-runroot", help="Podman run root for the service this agent starts")
+    p.add_argument("--data-dir", help="the agent's state (default ~/.local/share/peapod/agent-NODE)")
+
+
+async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> int:
+    from agent.agent import Agent, AgentSettings
+
+    settings = AgentSettings(node_name=args.node_name)
+    if args.node_ip:
+        settings.node_ip = args.node_ip
+    runtime, cleanup = await _runtime(args)
+    agent = Agent(client, runtime, settings)
+    try:
+        await agent.start()
+        print(f"peapod agent {settings.node_name} ({settings.node_ip}) running; Ctrl-C stops it", file=out)
+        out.flush()
+        await wait_for_signal()
+    finally:
+        await agent.stop()
+        await cleanup()
+    return 0
+
+
+async def _runtime(args: argparse.Namespace) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    async def nothing() -> None:
+        return None
+
+    if args.runtime == "hollow":
+        from agent.runtime.hollow import HollowRuntime
+
+        return HollowRuntime(args.node_name), nothing
+    from agent.runtime.podman import PodmanRuntime
+    from agent.runtime.podman_service import PodmanService
+
+    if args.podman_socket:
+        return PodmanRuntime(Path(args.podman_socket), args.node_name), nothing
+    data_dir = (
+        Path(args.data_dir)
+        if args.data_dir
+        else Path.home() / ".local/share/peapod" / f"agent-{args.node_name}"
+    )
+    service = PodmanService(
+        data_dir,
+        root=Path(args.podman_root) if args.podman_root else None,
+        runroot=Path(args.podman_runroot) if args.podman_runroot else None,
+    )
+    await service.start()
+    return PodmanRuntime(service.socket_path, args.node_name), service.stop
+
+
+def setup_hollow(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=int, default=10, help="how many hollow nodes to run")
+    p.add_argument("--prefix", default="hollow-node-", help="node name prefix")
+
+
+async def run_hollow(args: argparse.Namespace, out: TextIO, client: Client) -> int:
+    from agent.hollow import HollowNodes
+
+    if args.count < 1:
+        raise ValueError("--count must be at least 1")
+    nodes = HollowNodes(client, args.count, prefix=args.prefix)
+    try:
+        await nodes.start()
+        print(
+            f"{args.count} hollow nodes running ({args.prefix}0..{args.count - 1}); Ctrl-C stops them",
+            file=out,
+        )
+        out.flush()
+        await wait_for_signal()
+    finally:
+        await nodes.stop()
+    return 0
