@@ -21,6 +21,7 @@ from controlplane.client import Client, EventRecorder, Informer, key_of
 from .node import MachineInfo, NodeHeartbeat, default_node_ip
 from .pods import BackOffPolicy, PodWorkers
 from .runtime.base import Runtime
+from .server import AgentServer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class AgentSettings:
     backoff: BackOffPolicy = field(default_factory=BackOffPolicy)
     max_pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
+    # The agent's own endpoint (image loading; logs and exec later); None: no endpoint (hollow nodes).
+    listen: str | None = "127.0.0.1:10250"
 
 
 class Agent:
@@ -68,6 +71,7 @@ class Agent:
             backoff=settings.backoff,
         )
         self.heartbeat: NodeHeartbeat | None = None
+        self.server: AgentServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._uids: dict[str, str] = {}
 
@@ -95,6 +99,10 @@ class Agent:
             labels=self.settings.labels,
         )
         self.heartbeat.images = await self.runtime.images()
+        if self.settings.listen:
+            host, _, port = self.settings.listen.rpartition(":")
+            self.server = AgentServer(self.runtime, host.strip("[]"), int(port))
+            self.heartbeat.agent_address = f"{host}:{await self.server.start()}"
         await self.heartbeat.register()
         self._tasks.append(self.heartbeat.start())
         if self.informer is not None:
@@ -120,6 +128,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
         self._tasks.clear()
+        if self.server is not None:
+            await self.server.stop()
         await self.runtime.close()
 
     async def collect_garbage(self, live_keys: set[str]) -> None:

@@ -58,6 +58,7 @@ class HollowNodes:
                 status_interval=status_interval,
                 backoff=backoff or BackOffPolicy(),
                 labels={"peapod.io/hollow": "true"},
+                listen=None,
             )
             self.agents[name] = Agent(
                 client, HollowRuntime(name), settings, machine=HOLLOW_MACHINE, pod_source=self._source(name)

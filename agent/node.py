@@ -22,9 +22,11 @@ import msgspec
 from controlplane.api.coordination import Lease, LeaseSpec
 from controlplane.api.core import (
     ContainerImage,
+    DaemonEndpoint,
     Node,
     NodeAddress,
     NodeCondition,
+    NodeDaemonEndpoints,
     NodeStatus,
     NodeSystemInfo,
 )
@@ -35,6 +37,7 @@ from controlplane.server.discovery import KUBE_MAJOR, KUBE_MINOR, PEAPOD_VERSION
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
+AGENT_ADDRESS = "peapod.io/agent-address"  # where `pea image load` (and later logs, exec) reach the agent
 KUBELET_VERSION = f"v{KUBE_MAJOR}.{KUBE_MINOR}.0-peapod.{PEAPOD_VERSION}"
 
 
@@ -119,6 +122,7 @@ class NodeHeartbeat:
         self.lease_duration = lease_duration
         self.labels = labels or {}
         self.images: list[ContainerImage] = []
+        self.agent_address: str | None = None  # host:port of the agent's own endpoint
         self.node: Node | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -160,7 +164,11 @@ class NodeHeartbeat:
                 architecture=self.machine.architecture,
             ),
             images=self.images or None,
+            daemon_endpoints=NodeDaemonEndpoints(kubelet_endpoint=DaemonEndpoint(port=self._agent_port())),
         )
+
+    def _agent_port(self) -> int:
+        return int(self.agent_address.rsplit(":", 1)[1]) if self.agent_address else 0
 
     def _condition(self, kind: str) -> NodeCondition | None:
         if self.node is None:
@@ -175,16 +183,22 @@ class NodeHeartbeat:
             "kubernetes.io/arch": self.machine.architecture,
             **self.labels,
         }
+        annotations = {AGENT_ADDRESS: self.agent_address} if self.agent_address else None
         stamp = now()
-        node = Node(metadata=ObjectMeta(name=self.name, labels=labels), status=self.status(heartbeat=stamp))
+        node = Node(
+            metadata=ObjectMeta(name=self.name, labels=labels, annotations=annotations),
+            status=self.status(heartbeat=stamp),
+        )
         try:
             self.node = await self.client.create(node)
         except Conflict:
             existing = await self.client.get(Node, self.name)
             merged = dict(existing.metadata.labels or {})
             merged.update(labels)
-            if merged != existing.metadata.labels:
-                existing = await self.client.patch(Node, self.name, {"metadata": {"labels": merged}})
+            current = (existing.metadata.annotations or {}).get(AGENT_ADDRESS)
+            if merged != existing.metadata.labels or current != self.agent_address:
+                patch = {"metadata": {"labels": merged, "annotations": {AGENT_ADDRESS: self.agent_address}}}
+                existing = await self.client.patch(Node, self.name, patch)
             self.node = existing
         await self.post_status()
         await self.renew_lease()

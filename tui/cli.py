@@ -31,7 +31,7 @@ from controlplane.client import ApiError, Client, ClientConfig, ClientError, Not
 from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
 
-from . import daemons
+from . import daemons, images
 from .apply import ApplyOptions, apply, field_validation
 from .describe import describe
 from .manifests import Manifest, ManifestError, load, resolve_namespace, resource_info
@@ -128,6 +128,7 @@ Commands:
   controlplane  Run the control plane (API server, scheduler, controllers)
   agent         Run the node agent: register this machine and run its pods on Podman
   hollow-nodes  Run simulated nodes in one process (scale tests; no containers)
+  image         Send an image archive to nodes through their agents (image load FILE)
 
 Global options: -s/--server URL, --token TOKEN, --kubeconfig PATH, -n/--namespace NS
 Use "pea <command> --help" for a command's options.
@@ -962,6 +963,11 @@ async def _agent(ctx: _Context) -> int:
         return await daemons.run_agent(ctx.args, ctx.out, client)
 
 
+async def _image(ctx: _Context) -> int:
+    async with ctx.client() as client:
+        return await images.run_image(ctx.args, ctx.out, client, ctx.config.token)
+
+
 async def _hollow(ctx: _Context) -> int:
     async with ctx.client() as client:
         return await daemons.run_hollow(ctx.args, ctx.out, client)
@@ -993,5 +999,6 @@ _COMMANDS: dict[str, _Command] = {
         _Command("controlplane", "Run the control plane.", _setup_controlplane, _controlplane, client=False),
         _Command("agent", "Run the node agent on this machine.", daemons.setup_agent, _agent),
         _Command("hollow-nodes", "Run simulated nodes (no containers).", daemons.setup_hollow, _hollow),
+        _Command("image", "Send an image archive to nodes (image load FILE).", images.setup_image, _image),
     )
 }

@@ -120,5 +120,8 @@ class Runtime(Protocol):
 
     async def remove_container(self, container: ContainerInfo) -> None: ...
 
+    async def load_image(self, archive: bytes) -> list[str]:
+        """Load a ``podman save``/``docker save`` archive; returns the names it brought."""
+
     def events(self) -> AsyncIterator[RuntimeEvent]:
         """Container deaths and sandbox removals as they happen (Podman's event stream), forever."""

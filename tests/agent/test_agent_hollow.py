@@ -34,6 +34,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeou
 
 def settings(name: str = "node-1") -> AgentSettings:
     return AgentSettings(
+        listen="127.0.0.1:0",
         node_name=name,
         node_ip="127.0.0.1",
         lease_interval=0.2,
@@ -299,3 +300,26 @@ async def _phase(client: Client, name: str, phase: str) -> Pod | None:
 async def _has_container(runtime: HollowRuntime, uid: str) -> bool:
     box = runtime.sandboxes.get(uid)
     return box is not None and any(c.state == "running" for c in box.containers)
+
+
+async def test_image_load_reaches_the_agent(
+    client: Client, node: tuple[Agent, HollowRuntime], controlplane: Any, tmp_path: Any
+) -> None:
+    import io
+
+    from tui.cli import run
+
+    registered = await client.get(Node, "node-1")
+    address = (registered.metadata.annotations or {}).get("peapod.io/agent-address", "")
+    assert address.startswith("127.0.0.1:")
+    assert registered.status.daemon_endpoints is not None
+    assert registered.status.daemon_endpoints.kubelet_endpoint is not None
+    assert str(registered.status.daemon_endpoints.kubelet_endpoint.port) == address.rsplit(":", 1)[1]
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"not empty")
+    out, err = io.StringIO(), io.StringIO()
+    code = await run(["image", "load", str(archive), "--node", "node-1", "-s", controlplane.url], out, err)
+    assert code == 0, err.getvalue()
+    assert out.getvalue().strip() == "node/node-1: loaded localhost/hollow:latest"
+    code = await run(["image", "load", str(tmp_path / "missing.tar"), "-s", controlplane.url], out, err)
+    assert code == 1 and 'the path "' in err.getvalue()
