@@ -516,13 +516,18 @@ class PodmanRuntime:
         ]
 
         async def one(cid: str) -> None:
-            r = await self._call(
-                "GET",
-                f"/containers/{cid}/json",
-                reason="RuntimeError",
-                what="inspect container",
-                accept=(404,),
-            )
+            try:
+                r = await self._call(
+                    "GET",
+                    f"/containers/{cid}/json",
+                    reason="RuntimeError",
+                    what="inspect container",
+                    accept=(404,),
+                )
+            except RuntimeFailure as exc:
+                if "no such container" in exc.message:
+                    return  # removed between the list and the inspect (Podman says 500, not 404)
+                raise
             if r.status_code == 404:
                 return
             state = r.json().get("State") or {}

@@ -1,0 +1,262 @@
+"""The agent on real Podman against a real control plane: what seeds 000 and 001 show users checking.
+
+Each test starts its own control plane and agent on the session's Podman service (see conftest.py);
+requesting ``make_pod`` only for its teardown, which removes every sandbox of the test node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+import pytest
+
+from agent.agent import Agent, AgentSettings
+from agent.pods import BackOffPolicy
+from agent.runtime.images import BUSYBOX_IMAGE
+from agent.runtime.podman import PodmanRuntime
+from agent.runtime.podman_service import PodmanService
+from controlplane.api import Event, Pod
+from controlplane.client import Client, NotFound
+from controlplane.server.controlplane import ControlPlane, Settings
+from tui.cli import run
+
+from .conftest import NODE, MakePod
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+T = TypeVar("T")
+FAST = BackOffPolicy(initial=0.5, maximum=2.0, reset_after=600)
+
+
+@contextlib.asynccontextmanager
+async def cluster(service: PodmanService, tmp: Path) -> AsyncIterator[tuple[Client, Agent, ControlPlane]]:
+    cp = ControlPlane(Settings(data_dir=tmp / "cp", listen="127.0.0.1:0", event_sweep_interval=3600))
+    await cp.start()
+    client = Client(cp.url)
+    agent = start_agent(client, service)
+    try:
+        await agent.start()
+        yield client, agent, cp
+    finally:
+        await agent.stop()
+        await client.close()
+        await cp.stop()
+
+
+def start_agent(client: Client, service: PodmanService) -> Agent:
+    settings = AgentSettings(
+        node_name=NODE,
+        node_ip="127.0.0.1",
+        listen="127.0.0.1:0",
+        lease_interval=0.5,
+        status_interval=1.0,
+        resync_interval=1.0,
+        backoff=FAST,
+    )
+    return Agent(client, PodmanRuntime(service.socket_path, NODE), settings)
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def manifest(name: str, *containers: dict[str, Any], **spec: Any) -> Pod:
+    body = {
+        "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": list(containers), **spec},
+    }
+    return msgspec.convert(body, Pod)
+
+
+def sh(name: str, script: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "image": BUSYBOX_IMAGE, "command": ["sh", "-c", script], **fields}
+
+
+async def get(client: Client, name: str) -> Pod:
+    return await client.get(Pod, name, "default")
+
+
+async def container_state(client: Client, name: str, index: int = 0) -> Any:
+    statuses = (await get(client, name)).status.container_statuses or []
+    return statuses[index] if len(statuses) > index else None
+
+
+async def running(client: Client, name: str, restarts: int = 0) -> Pod | None:
+    pod = await get(client, name)
+    statuses = pod.status.container_statuses or []
+    ok = (
+        pod.status.phase == "Running"
+        and statuses
+        and all(s.state and s.state.running and s.restart_count >= restarts for s in statuses)
+    )
+    return pod if ok else None
+
+
+async def reasons(client: Client, name: str) -> list[str]:
+    return [
+        e.reason
+        for e in (await client.list(Event, "default")).items
+        if e.involved_object.name == name and isinstance(e.reason, str)
+    ]
+
+
+async def test_two_container_pod_with_infra_container(
+    podman_service: PodmanService, podman_api: httpx.AsyncClient, make_pod: MakePod, tmp_path: Path
+) -> None:
+    async with cluster(podman_service, tmp_path) as (client, agent, cp):
+        web = sh(
+            "web",
+            "mkdir -p /var/www && echo hello-from-web > /var/www/index.html && "
+            "exec httpd -f -p 8080 -h /var/www",
+        )
+        sidecar = sh("sidecar", "while true; do wget -qO- http://127.0.0.1:8080/; sleep 0.5; done")
+        await client.create(manifest("php-test", web, sidecar))
+        pod = await eventually(lambda: running(client, "php-test"), "both containers running")
+        assert [s.name for s in pod.status.container_statuses or []] == ["web", "sidecar"]
+        assert all(s.restart_count == 0 and s.ready for s in pod.status.container_statuses or [])
+        # The infra container holds the namespaces; the sidecar reaches httpd on 127.0.0.1.
+        pods = (await podman_api.get("/pods/json")).json()
+        mine = [p for p in pods if p["Labels"].get("io.peapod.pod.uid") == pod.metadata.uid]
+        assert len(mine) == 1 and mine[0]["InfraId"]
+        runtime = agent.runtime
+        assert isinstance(runtime, PodmanRuntime)
+
+        async def fetched() -> bool:
+            box = await agent.workers._sandbox(pod.metadata.uid or "")
+            side = box.latest("sidecar") if box else None
+            return side is not None and b"hello-from-web" in await runtime.logs(side)
+
+        await eventually(fetched, "the sidecar to fetch the page over localhost")
+        out, err = io.StringIO(), io.StringIO()
+        assert await run(["describe", "pod", "php-test", "-s", cp.url], out, err) == 0, err.getvalue()
+        text = out.getvalue()
+        assert text.count("State:          Running") == 2 and text.count("Restart Count:  0") == 2
+        assert "Started" in text and "Created" in text
+
+
+async def test_killed_containers_come_back(
+    podman_service: PodmanService, podman_api: httpx.AsyncClient, make_pod: MakePod, tmp_path: Path
+) -> None:
+    async with cluster(podman_service, tmp_path) as (client, agent, _):
+        await client.create(manifest("php-test", sh("app", "exec sleep 600")))
+        pod = await eventually(lambda: running(client, "php-test"), "running")
+        first = (pod.status.container_statuses or [])[0].container_id or ""
+        await podman_api.post(
+            f"/containers/{first.removeprefix('podman://')}/kill", params={"signal": "KILL"}
+        )
+        again = await eventually(lambda: running(client, "php-test", restarts=1), "restart after podman kill")
+        assert (again.status.container_statuses or [])[0].restart_count == 1
+        # Now the infra (pause) container: the whole sandbox is re-created and the pod carries on.
+        box = await agent.workers._sandbox(pod.metadata.uid or "")
+        assert box is not None
+        inspect = (await podman_api.get(f"/pods/{box.id}/json")).json()
+        await podman_api.post(f"/containers/{inspect['InfraContainerID']}/kill", params={"signal": "KILL"})
+
+        async def new_sandbox() -> bool:
+            now = await agent.workers._sandbox(pod.metadata.uid or "")
+            return now is not None and now.id != box.id and now.infra_running
+
+        await eventually(new_sandbox, "a re-created sandbox")
+        await eventually(lambda: running(client, "php-test", restarts=2), "running in the new sandbox")
+        assert "SandboxChanged" in await reasons(client, "php-test")
+
+
+async def test_crash_loop_backs_off(podman_service: PodmanService, make_pod: MakePod, tmp_path: Path) -> None:
+    async with cluster(podman_service, tmp_path) as (client, _, _):
+        await client.create(manifest("crasher", sh("app", "echo bye; exit 3")))
+
+        async def looping() -> str | None:
+            s = await container_state(client, "crasher")
+            waiting = s.state.waiting if s and s.state else None
+            if waiting and waiting.reason == "CrashLoopBackOff" and s.restart_count >= 2:
+                return str(waiting.message)
+            return None
+
+        message = await eventually(looping, "CrashLoopBackOff after two restarts")
+        assert "restarting failed container=app" in message and "back-off 1s" in message
+        s = await container_state(client, "crasher")
+        assert s.last_state.terminated.exit_code == 3 and s.last_state.terminated.reason == "Error"
+        assert "BackOff" in await reasons(client, "crasher")
+
+
+async def test_delete_removes_the_podman_pod(
+    podman_service: PodmanService, podman_api: httpx.AsyncClient, make_pod: MakePod, tmp_path: Path
+) -> None:
+    async with cluster(podman_service, tmp_path) as (client, _, _):
+        pod = await client.create(manifest("doomed", sh("app", "exec sleep 600")))
+        await eventually(lambda: running(client, "doomed"), "running")
+        await client.delete(Pod, "doomed", "default")
+
+        async def gone() -> bool:
+            try:
+                await get(client, "doomed")
+            except NotFound:
+                return True
+            return False
+
+        await eventually(gone, "the agent to finish the deletion")
+        pods = (await podman_api.get("/pods/json")).json() or []
+        assert not [p for p in pods if p["Labels"].get("io.peapod.pod.uid") == pod.metadata.uid]
+        assert "Killing" in await reasons(client, "doomed")
+
+
+async def test_agent_restart_adopts_and_catches_up(
+    podman_service: PodmanService, make_pod: MakePod, tmp_path: Path
+) -> None:
+    async with cluster(podman_service, tmp_path) as (client, agent, _):
+        await client.create(manifest("keeper", sh("app", "exec sleep 600")))
+        before = await eventually(lambda: running(client, "keeper"), "running")
+        await agent.stop()
+        await client.create(manifest("newcomer", sh("app", "exec sleep 600")))
+        second = start_agent(client, podman_service)
+        await second.start()
+        try:
+            await eventually(lambda: running(client, "newcomer"), "the pod created while the agent was down")
+            after = await get(client, "keeper")
+            old, new = (before.status.container_statuses or [])[0], (after.status.container_statuses or [])[0]
+            assert new.container_id == old.container_id and new.restart_count == 0
+            assert new.state and old.state and new.state.running and old.state.running
+            assert new.state.running.started_at == old.state.running.started_at
+        finally:
+            await second.stop()
+
+
+async def test_missing_image_and_bad_command_are_explained(
+    podman_service: PodmanService, make_pod: MakePod, tmp_path: Path
+) -> None:
+    async with cluster(podman_service, tmp_path) as (client, _, _):
+        await client.create(manifest("noimage", {"name": "app", "image": "localhost/not-built:1"}))
+        await client.create(
+            manifest("badcmd", {"name": "app", "image": BUSYBOX_IMAGE, "command": ["/nonexistent"]})
+        )
+        await client.create(manifest("fine", sh("app", "exec sleep 600")))
+
+        async def waiting(name: str, wanted: tuple[str, ...]) -> str | None:
+            s = await container_state(client, name)
+            w = s.state.waiting if s and s.state else None
+            return f"{w.reason}: {w.message}" if w and w.reason in wanted else None
+
+        image = await eventually(
+            lambda: waiting("noimage", ("ErrImagePull", "ImagePullBackOff")), "image error"
+        )
+        assert "localhost/not-built:1" in image and "no registry" in image
+        command = await eventually(
+            lambda: waiting("badcmd", ("RunContainerError", "CrashLoopBackOff")), "cmd error"
+        )
+        assert command
+        assert "Failed" in await reasons(client, "noimage") and "Failed" in await reasons(client, "badcmd")
+        # The agent keeps doing its job for everything else.
+        await eventually(lambda: running(client, "fine"), "an unrelated pod still starting")
