@@ -965,7 +965,7 @@ async def _agent(ctx: _Context) -> int:
 
 async def _image(ctx: _Context) -> int:
     async with ctx.client() as client:
-        return await images.run_image(ctx.args, ctx.out, client, ctx.config.token)
+        return await images.run_image(ctx.args, ctx.out, ctx.err, client, ctx.config.token)
 
 
 async def _hollow(ctx: _Context) -> int:

@@ -24,7 +24,9 @@ def setup_image(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", action="append", default=[], help="a node to send it to (default: every node)")
 
 
-async def run_image(args: argparse.Namespace, out: TextIO, client: Client, token: str | None) -> int:
+async def run_image(
+    args: argparse.Namespace, out: TextIO, err: TextIO, client: Client, token: str | None
+) -> int:
     path = Path(args.file)
     if not await asyncio.to_thread(path.is_file):
         raise ValueError(f'the path "{args.file}" does not exist')
@@ -39,18 +41,18 @@ async def run_image(args: argparse.Namespace, out: TextIO, client: Client, token
             name = node.metadata.name
             address = (node.metadata.annotations or {}).get(AGENT_ADDRESS)
             if not address:
-                print(f"error: node {name} publishes no agent address", file=out)
+                print(f"error: node {name} publishes no agent address", file=err)
                 failed += 1
                 continue
             try:
                 resp = await http.post(f"http://{address}/images/load", content=archive, headers=headers)
             except httpx.HTTPError as exc:
-                print(f"error: node {name}: cannot reach its agent at {address}: {exc}", file=out)
+                print(f"error: node {name}: cannot reach its agent at {address}: {exc}", file=err)
                 failed += 1
                 continue
             body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
             if resp.status_code >= 400:
-                print(f"error: node {name}: {body.get('error') or resp.text.strip()}", file=out)
+                print(f"error: node {name}: {body.get('error') or resp.text.strip()}", file=err)
                 failed += 1
             else:
                 print(f"node/{name}: loaded {', '.join(body.get('images') or []) or 'nothing'}", file=out)

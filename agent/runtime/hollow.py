@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from controlplane.api.core import ContainerImage, Pod
 from controlplane.api.meta import now
 
-from .base import ContainerInfo, ContainerSpec, RuntimeEvent, SandboxInfo
+from .base import ContainerInfo, ContainerSpec, Runtime, RuntimeEvent, SandboxInfo
 
 _ids = itertools.count(1)
 
@@ -114,3 +115,7 @@ class HollowRuntime:
         container.exit_code = code
         container.reason = "Completed" if code == 0 else "Error"
         container.finished_at = now()
+
+
+if TYPE_CHECKING:  # the fake must keep satisfying the protocol the agent is written against.
+    _conforms: Runtime = HollowRuntime("")

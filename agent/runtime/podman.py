@@ -39,7 +39,7 @@ import re
 import signal
 from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -56,6 +56,7 @@ from .base import (
     ContainerInfo,
     ContainerSpec,
     ContainerStateName,
+    Runtime,
     RuntimeEvent,
     RuntimeFailure,
     SandboxInfo,
@@ -308,6 +309,7 @@ class PodmanRuntime:
         what: str,
         params: Mapping[str, str | int] | None = None,
         body: Any = None,
+        content: bytes | None = None,
         accept: Collection[int] = (),
         timeout: float | None = None,
     ) -> httpx.Response:
@@ -318,6 +320,8 @@ class PodmanRuntime:
                 path,
                 params=params,
                 json=body,
+                content=content,
+                headers={"Content-Type": "application/x-tar"} if content is not None else None,
                 timeout=self.timeout if timeout is None else timeout,
             )
         except httpx.TransportError as err:
@@ -340,6 +344,31 @@ class PodmanRuntime:
         return f"podman://{r.json().get('Version', 'unknown')}"
 
     # --- images ---------------------------------------------------------------------------------
+
+    async def load_image(self, archive: bytes) -> list[str]:
+        """Load an image archive (``podman save``/``docker save``): how images reach a node without a
+        registry."""
+        r = await self._call(
+            "POST",
+            "/images/load",
+            reason="ImageLoadError",
+            what="load image",
+            content=archive,
+            timeout=max(self.timeout, 300),
+        )
+        return [str(n) for n in r.json().get("Names") or []]
+
+    async def save_image(self, image: str) -> bytes:
+        """The image as a ``docker save`` archive (for ``pea image load`` elsewhere, and tests)."""
+        r = await self._call(
+            "GET",
+            f"/images/{image}/get",
+            reason="ImageInspectError",
+            what="save image",
+            params={"format": "docker-archive"},
+            timeout=max(self.timeout, 300),
+        )
+        return r.content
 
     async def _list_images(self) -> list[dict[str, Any]]:
         r = await self._call("GET", "/images/json", reason="ImageInspectError", what="list images")
@@ -713,3 +742,7 @@ class PodmanRuntime:
                 log.warning("podman event stream broke (%s); reconnecting in %.1fs", err, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+if TYPE_CHECKING:  # PodmanRuntime must keep satisfying the protocol the agent is written against.
+    _conforms: Runtime = PodmanRuntime(Path(), "")

@@ -218,13 +218,22 @@ async def test_agent_restart_adopts_and_catches_up(
 ) -> None:
     async with cluster(podman_service, tmp_path) as (client, agent, _):
         await client.create(manifest("keeper", sh("app", "exec sleep 600")))
+        goner = await client.create(manifest("goner", sh("app", "exec sleep 600")))
         before = await eventually(lambda: running(client, "keeper"), "running")
+        await eventually(lambda: running(client, "goner"), "running")
         await agent.stop()
+        # While the agent is down: one pod is created, another deleted for good.
         await client.create(manifest("newcomer", sh("app", "exec sleep 600")))
+        await client.delete(Pod, "goner", "default", grace_period_seconds=0)
         second = start_agent(client, podman_service)
         await second.start()
         try:
             await eventually(lambda: running(client, "newcomer"), "the pod created while the agent was down")
+
+            async def collected() -> bool:
+                return await second.workers._sandbox(goner.metadata.uid or "") is None
+
+            await eventually(collected, "the Podman pod of the deleted pod to be removed")
             after = await get(client, "keeper")
             old, new = (before.status.container_statuses or [])[0], (after.status.container_statuses or [])[0]
             assert new.container_id == old.container_id and new.restart_count == 0
@@ -260,3 +269,23 @@ async def test_missing_image_and_bad_command_are_explained(
         assert "Failed" in await reasons(client, "noimage") and "Failed" in await reasons(client, "badcmd")
         # The agent keeps doing its job for everything else.
         await eventually(lambda: running(client, "fine"), "an unrelated pod still starting")
+
+
+async def test_image_load_through_the_agent(
+    podman_service: PodmanService, make_pod: MakePod, tmp_path: Path
+) -> None:
+    async with cluster(podman_service, tmp_path) as (_, agent, cp):
+        runtime = agent.runtime
+        assert isinstance(runtime, PodmanRuntime)
+        archive = tmp_path / "busybox.tar"
+        archive.write_bytes(await runtime.save_image(BUSYBOX_IMAGE))
+        out, err = io.StringIO(), io.StringIO()
+        code = await run(["image", "load", str(archive), "--node", NODE, "-s", cp.url], out, err)
+        assert code == 0, err.getvalue() + out.getvalue()
+        assert out.getvalue().startswith(f"node/{NODE}: loaded ") and "busybox" in out.getvalue()
+        (tmp_path / "junk.tar").write_bytes(b"this is not an image archive")
+        err = io.StringIO()
+        code = await run(
+            ["image", "load", str(tmp_path / "junk.tar"), "--node", NODE, "-s", cp.url], out, err
+        )
+        assert code == 1 and f"error: node {NODE}:" in err.getvalue()
