@@ -184,8 +184,9 @@ class PodWorkers:
                 f"back-off {_seconds(n.delay)} restarting failed container={c.name} "
                 f"pod={pod.metadata.name}_{pod.metadata.namespace}({pod.metadata.uid})",
             )
-            await self.recorder.record(
+            await self._container_event(
                 pod,
+                c.name,
                 "Warning",
                 "BackOff",
                 f"Back-off restarting failed container {c.name} in pod "
@@ -219,30 +220,31 @@ class PodWorkers:
         except RuntimeFailure as exc:
             first = n.waiting is None or n.waiting.reason not in ("ErrImagePull", "ImagePullBackOff")
             n.waiting = Waiting("ErrImagePull" if first else "ImagePullBackOff", exc.message)
-            await self.recorder.record(
-                pod, "Warning", "Failed", f'Failed to pull image "{image}": {exc.message}'
+            await self._container_event(
+                pod, c.name, "Warning", "Failed", f'Failed to pull image "{image}": {exc.message}'
             )
-            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc.reason}")
+            await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc.reason}")
             self._back_off(n)
             self.queue.add_after(key, n.delay)
             return
         if c.image_pull_policy == "Always":
-            await self.recorder.record(
+            await self._container_event(
                 pod,
+                c.name,
                 "Normal",
                 "Pulled",
                 f'Container image "{image}" already present on machine '
                 "(no registry is configured, so Always acts as IfNotPresent)",
             )
         else:
-            await self.recorder.record(
-                pod, "Normal", "Pulled", f'Container image "{image}" already present on machine'
+            await self._container_event(
+                pod, c.name, "Normal", "Pulled", f'Container image "{image}" already present on machine'
             )
         try:
             env = await self._env(pod, c)
         except EnvError as exc:
             n.waiting = Waiting("CreateContainerConfigError", str(exc))
-            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc}")
+            await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc}")
             self.queue.add_after(key, 1.0)
             return
         if old is not None:
@@ -256,22 +258,26 @@ class PodWorkers:
             created = await self.runtime.create_container(sandbox, pod, ContainerSpec(c, env, attempt))
         except RuntimeFailure as exc:
             n.waiting = Waiting(exc.reason, exc.message)
-            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc.message}")
+            await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc.message}")
             self._back_off(n)
             self.queue.add_after(key, n.delay)
             return
-        await self.recorder.record(pod, "Normal", "Created", f"Created container {c.name}")
+        await self._container_event(pod, c.name, "Normal", "Created", f"Created container {c.name}")
         try:
             await self.runtime.start_container(created)
         except RuntimeFailure as exc:
             n.waiting = Waiting(exc.reason, exc.message)
-            await self.recorder.record(pod, "Warning", "Failed", f"Error: {exc.message}")
+            await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc.message}")
             self._back_off(n)
             self.queue.add_after(key, n.delay)
             return
         n.restarts = attempt
         n.waiting = None
-        await self.recorder.record(pod, "Normal", "Started", f"Started container {c.name}")
+        await self._container_event(pod, c.name, "Normal", "Started", f"Started container {c.name}")
+
+    async def _container_event(self, pod: Pod, container: str, type_: str, reason: str, message: str) -> None:
+        """An event about one container: its fieldPath keeps two containers' events apart."""
+        await self.recorder.record(pod, type_, reason, message, field_path=f"spec.containers{{{container}}}")
 
     async def _terminate(self, pod: Pod, sandbox: SandboxInfo | None) -> None:
         """Graceful deletion: stop the containers within the grace period, remove the sandbox, then
@@ -282,7 +288,9 @@ class PodWorkers:
         if sandbox is not None:
             for info in sandbox.containers:
                 if info.state == "running":
-                    await self.recorder.record(pod, "Normal", "Killing", f"Stopping container {info.name}")
+                    await self._container_event(
+                        pod, info.name, "Normal", "Killing", f"Stopping container {info.name}"
+                    )
             await self.runtime.remove_sandbox(sandbox, grace)
         self._notes.pop(pod.metadata.uid or "", None)
         try:

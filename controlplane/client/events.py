@@ -12,6 +12,8 @@ import logging
 import time
 from collections import OrderedDict
 
+import msgspec
+
 from controlplane.api.core import Event, EventSource, ObjectReference
 from controlplane.api.meta import ObjectMeta, TopLevel, now
 from controlplane.api.registry import for_object
@@ -44,11 +46,31 @@ class EventRecorder:
         self._seen: OrderedDict[tuple[str, ...], tuple[str, str, int]] = OrderedDict()
         self.cache_size = cache_size
 
-    async def record(self, obj: TopLevel | ObjectReference, type_: str, reason: str, message: str) -> None:
-        """Record an event about ``obj``; failures are logged, never raised (events are best effort)."""
+    async def record(
+        self,
+        obj: TopLevel | ObjectReference,
+        type_: str,
+        reason: str,
+        message: str,
+        *,
+        field_path: str | None = None,
+    ) -> None:
+        """Record an event about ``obj`` (or a part of it: ``spec.containers{web}``); failures are
+        logged, never raised (events are best effort)."""
         ref = obj if isinstance(obj, ObjectReference) else reference(obj)
+        if field_path is not None:
+            ref = msgspec.structs.replace(ref, field_path=field_path)
         namespace = ref.namespace or "default"
-        key = (ref.kind or "", namespace, ref.name or "", ref.uid or "", type_, reason, message)
+        key = (
+            ref.kind or "",
+            namespace,
+            ref.name or "",
+            ref.uid or "",
+            ref.field_path or "",
+            type_,
+            reason,
+            message,
+        )
         stamp = now()
         try:
             seen = self._seen.get(key)

@@ -112,6 +112,12 @@ async def test_pod_runs_and_reports_status_and_events(
     assert conditions["Ready"] == "True" and conditions["ContainersReady"] == "True"
     got = await eventually(lambda: reasons(client, "web"), "events")
     assert {"Scheduled", "Pulled", "Created", "Started"} <= set(got)
+    created = [e for e in (await client.list(Event, "default")).items if e.reason == "Created"]
+    assert sorted(e.involved_object.field_path or "" for e in created) == [
+        "spec.containers{c0}",
+        "spec.containers{c1}",
+    ]
+    assert all(e.count == 1 for e in created)
 
 
 async def test_crash_restarts_with_growing_back_off(
