@@ -10,13 +10,13 @@ agent was down), and running ones are adopted as they are — nothing is restart
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controlplane.api.core import Pod
 from controlplane.client import Client, EventRecorder, Informer, key_of
+from controlplane.tasks import cancel
 
 from .node import MachineInfo, NodeHeartbeat, default_node_ip
 from .pods import BackOffPolicy, PodWorkers
@@ -123,10 +123,7 @@ class Agent:
             await self.heartbeat.stop()
         if self.informer is not None:
             await self.informer.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 5)
+        await cancel(self._tasks)
         self._tasks.clear()
         if self.server is not None:
             await self.server.stop()

@@ -33,6 +33,7 @@ from controlplane.api.core import (
 from controlplane.api.meta import ObjectMeta, now, now_micro
 from controlplane.client import Client, Conflict, NotFound
 from controlplane.server.discovery import KUBE_MAJOR, KUBE_MINOR, PEAPOD_VERSION
+from controlplane.tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +235,7 @@ class NodeHeartbeat:
         return self._task
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 5)
+        await cancel(self._task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from controlplane.api.core import ConfigMap, Container, Pod, Secret
 from controlplane.api.meta import parse_time
 from controlplane.client import Client, ClientError, EventRecorder, NotFound
 from controlplane.controllers.workqueue import WorkQueue, run_workers
+from controlplane.tasks import cancel
 
 from .runtime.base import ContainerInfo, ContainerSpec, Runtime, RuntimeFailure, SandboxInfo
 from .status import Waiting, pod_status, same_status
@@ -97,12 +98,7 @@ class PodWorkers:
 
     async def stop(self) -> None:
         self.queue.shutdown()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await asyncio.wait_for(self._task, 5)
-            except (asyncio.CancelledError, TimeoutError, Exception):
-                pass
+        await cancel(self._task)
 
     # --- the reconcile step ---------------------------------------------------------------------
 
@@ -328,12 +324,14 @@ class PodWorkers:
         for source in c.env_from or ():
             prefix = source.prefix or ""
             if source.config_map_ref is not None:
-                data = await self._config_map(
-                    ns, source.config_map_ref.name or "", bool(source.config_map_ref.optional)
+                data = await self._data(
+                    "ConfigMap", ns, source.config_map_ref.name or "", bool(source.config_map_ref.optional)
                 )
                 env.update({prefix + k: v for k, v in data.items()})
             if source.secret_ref is not None:
-                data = await self._secret(ns, source.secret_ref.name or "", bool(source.secret_ref.optional))
+                data = await self._data(
+                    "Secret", ns, source.secret_ref.name or "", bool(source.secret_ref.optional)
+                )
                 env.update({prefix + k: v for k, v in data.items()})
         for var in c.env or ():
             if var.value_from is None:
@@ -342,38 +340,28 @@ class PodWorkers:
             ref = var.value_from
             if ref.field_ref is not None:
                 env[var.name] = _field(pod, ref.field_ref.field_path, self.node_ip)
-            elif ref.config_map_key_ref is not None:
-                r = ref.config_map_key_ref
-                data = await self._config_map(ns, r.name or "", bool(r.optional))
-                if r.key in data:
-                    env[var.name] = data[r.key]
-                elif not r.optional:
-                    raise EnvError(f"couldn't find key {r.key} in ConfigMap {ns}/{r.name}")
-            elif ref.secret_key_ref is not None:
-                s = ref.secret_key_ref
-                data = await self._secret(ns, s.name or "", bool(s.optional))
-                if s.key in data:
-                    env[var.name] = data[s.key]
-                elif not s.optional:
-                    raise EnvError(f"couldn't find key {s.key} in Secret {ns}/{s.name}")
+            else:
+                selector = ref.config_map_key_ref or ref.secret_key_ref
+                if selector is None:
+                    continue
+                kind = "ConfigMap" if ref.config_map_key_ref is not None else "Secret"
+                data = await self._data(kind, ns, selector.name or "", bool(selector.optional))
+                if selector.key in data:
+                    env[var.name] = data[selector.key]
+                elif not selector.optional:
+                    raise EnvError(f"couldn't find key {selector.key} in {kind} {ns}/{selector.name}")
         return env
 
-    async def _config_map(self, ns: str, name: str, optional: bool) -> dict[str, str]:
+    async def _data(self, kind: str, ns: str, name: str, optional: bool) -> dict[str, str]:
+        """The data of a ConfigMap or (decoded) Secret; a missing one is an error unless optional."""
         try:
-            cm = await self.client.get(ConfigMap, name, ns)
-        except NotFound:
-            if optional:
-                return {}
-            raise EnvError(f'configmap "{name}" not found') from None
-        return dict(cm.data or {})
-
-    async def _secret(self, ns: str, name: str, optional: bool) -> dict[str, str]:
-        try:
+            if kind == "ConfigMap":
+                return dict((await self.client.get(ConfigMap, name, ns)).data or {})
             secret = await self.client.get(Secret, name, ns)
         except NotFound:
             if optional:
                 return {}
-            raise EnvError(f'secret "{name}" not found') from None
+            raise EnvError(f'{kind.lower()} "{name}" not found') from None
         return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
 
 

@@ -10,12 +10,12 @@ never block.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from controlplane.api.meta import TopLevel
+from controlplane.tasks import cancel
 
 from .client import Client
 from .errors import ApiError, Gone, TransportError
@@ -81,10 +81,7 @@ class Informer(Generic[T]):
         return self._task
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 5)
+        await cancel(self._task)
 
     async def wait_synced(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(self.synced.wait(), timeout)

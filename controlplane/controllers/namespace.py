@@ -14,6 +14,7 @@ import contextlib
 from controlplane.api.core import Namespace
 from controlplane.api.registry import RESOURCES
 from controlplane.client import Client, Informer, NotFound
+from controlplane.tasks import cancel
 
 from .workqueue import WorkQueue, run_workers
 
@@ -41,10 +42,7 @@ class NamespaceController:
     async def stop(self) -> None:
         self.queue.shutdown()
         await self.informer.stop()
-        for t in self._tasks:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel(self._tasks)
 
     async def sync(self, name: str) -> None:
         ns = self.informer.get(name)

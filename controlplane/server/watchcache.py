@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from controlplane.api.meta import TopLevel
 from controlplane.api.registry import ResourceInfo
 from controlplane.store import Backend, Compacted, KeyValue, StoreEvent, Watch, WatchClosed
+from controlplane.tasks import cancel
 
 from . import errors
 from .storage import decode, info_for_key
@@ -168,10 +169,7 @@ class WatchCache:
         self._task = asyncio.create_task(self._run(), name="watch-cache")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 5)
+        await cancel(self._task)
         for sub in list(self._subscribers):
             sub.drop()
         self._subscribers.clear()
