@@ -942,19 +942,20 @@ async def _controlplane(ctx: _Context) -> int:
         cp = ControlPlane(settings)
     except ControlPlaneError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        await cp.start()
-    except ControlPlaneError as exc:
-        with contextlib.suppress(Exception):
+    with daemons.stop_signals() as stop:
+        try:
+            await cp.start()
+        except ControlPlaneError as exc:
+            with contextlib.suppress(Exception):
+                await cp.stop()
+            raise UsageError(str(exc)) from None
+        try:
+            print(f"peapod control plane listening on {cp.url} (data in {settings.data_dir})", file=ctx.out)
+            ctx.out.flush()
+            await stop.wait()
+            print("stopping", file=ctx.out)
+        finally:
             await cp.stop()
-        raise UsageError(str(exc)) from None
-    try:
-        print(f"peapod control plane listening on {cp.url} (data in {settings.data_dir})", file=ctx.out)
-        ctx.out.flush()
-        await daemons.wait_for_signal()
-        print("stopping", file=ctx.out)
-    finally:
-        await cp.stop()
     return 0
 
 

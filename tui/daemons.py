@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from controlplane.client import Client
 
 
-async def wait_for_signal() -> None:
-    """Return on SIGINT or SIGTERM."""
+@contextlib.contextmanager
+def stop_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM, armed before a daemon starts so Ctrl-C during start-up
+    also ends in a clean stop rather than a KeyboardInterrupt."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -28,7 +30,7 @@ async def wait_for_signal() -> None:
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -50,16 +52,18 @@ async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> in
     settings = AgentSettings(node_name=args.node_name)
     if args.node_ip:
         settings.node_ip = args.node_ip
-    runtime, cleanup = await _runtime(args)
-    agent = Agent(client, runtime, settings)
-    try:
-        await agent.start()
-        print(f"peapod agent {settings.node_name} ({settings.node_ip}) running; Ctrl-C stops it", file=out)
-        out.flush()
-        await wait_for_signal()
-    finally:
-        await agent.stop()
-        await cleanup()
+    with stop_signals() as stop:
+        runtime, cleanup = await _runtime(args)
+        agent = Agent(client, runtime, settings)
+        try:
+            await agent.start()
+            where = f"{settings.node_name} ({settings.node_ip})"
+            print(f"peapod agent {where} running; Ctrl-C stops it", file=out)
+            out.flush()
+            await stop.wait()
+        finally:
+            await agent.stop()
+            await cleanup()
     return 0
 
 
@@ -101,14 +105,13 @@ async def run_hollow(args: argparse.Namespace, out: TextIO, client: Client) -> i
     if args.count < 1:
         raise ValueError("--count must be at least 1")
     nodes = HollowNodes(client, args.count, prefix=args.prefix)
-    try:
-        await nodes.start()
-        print(
-            f"{args.count} hollow nodes running ({args.prefix}0..{args.count - 1}); Ctrl-C stops them",
-            file=out,
-        )
-        out.flush()
-        await wait_for_signal()
-    finally:
-        await nodes.stop()
+    with stop_signals() as stop:
+        try:
+            await nodes.start()
+            last = f"{args.prefix}{args.count - 1}"
+            print(f"{args.count} hollow nodes running ({args.prefix}0..{last}); Ctrl-C stops them", file=out)
+            out.flush()
+            await stop.wait()
+        finally:
+            await nodes.stop()
     return 0
