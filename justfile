@@ -23,9 +23,19 @@ setup:
     "{{bin}}/pip" install -q --upgrade pip
     "{{bin}}/pip" install -q -e '.[dev]'
 
-# Start a control plane on this machine (SQLite in ~/.local/share/peapod, API on 127.0.0.1:6443).
-up *ARGS:
-    "{{bin}}/pea" controlplane {{ARGS}}
+# The control plane (SQLite, API on 127.0.0.1:6443) and a local agent on Podman (root); Ctrl-C stops them.
+up:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    "{{bin}}/pea" controlplane & cp=$!
+    trap 'kill -INT $cp ${agent:-} 2>/dev/null || true; wait' EXIT
+    trap 'exit 0' INT TERM
+    until "{{bin}}/pea" get ns -s http://127.0.0.1:6443 >/dev/null 2>&1; do
+        kill -0 $cp 2>/dev/null || exit 1
+        sleep 0.2
+    done
+    "{{bin}}/pea" agent -s http://127.0.0.1:6443 & agent=$!
+    wait
 
 # Unit, API, scheduler, CLI and end-to-end tests (the README's test command; what CI runs).
 test *ARGS:
