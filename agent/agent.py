@@ -18,6 +18,7 @@ from controlplane.api.core import Pod
 from controlplane.client import Client, EventRecorder, Informer, key_of
 from controlplane.tasks import cancel
 
+from .network import Network
 from .node import MachineInfo, NodeHeartbeat, default_node_ip
 from .pods import BackOffPolicy, PodWorkers
 from .runtime.base import Runtime
@@ -51,6 +52,7 @@ class Agent:
         *,
         machine: MachineInfo | None = None,
         pod_source: Callable[[str], Pod | None] | None = None,
+        network: Network | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -69,6 +71,7 @@ class Agent:
             self.recorder,
             pod_source,
             backoff=settings.backoff,
+            network=network,
         )
         self.heartbeat: NodeHeartbeat | None = None
         self.server: AgentServer | None = None

@@ -24,6 +24,7 @@ from controlplane.client import Client, ClientError, EventRecorder, NotFound
 from controlplane.controllers.workqueue import WorkQueue, run_workers
 from controlplane.tasks import cancel
 
+from .network import Network, NoNetwork
 from .runtime.base import ContainerInfo, ContainerSpec, Runtime, RuntimeFailure, SandboxInfo
 from .status import Waiting, pod_status, same_status
 
@@ -53,6 +54,7 @@ class _ContainerNotes:
 @dataclass
 class _PodNotes:
     containers: dict[str, _ContainerNotes] = field(default_factory=dict)
+    ip: str | None = None  # what the network gave the current sandbox
 
     def of(self, name: str) -> _ContainerNotes:
         return self.containers.setdefault(name, _ContainerNotes())
@@ -74,9 +76,11 @@ class PodWorkers:
         *,
         backoff: BackOffPolicy | None = None,
         workers: int = 4,
+        network: Network | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
+        self.network: Network = network or NoNetwork()
         self.node_name = node_name
         self.node_ip = node_ip
         self.recorder = recorder
@@ -109,7 +113,7 @@ class PodWorkers:
         uid = pod.metadata.uid if pod is not None else None
         for stale in [s for s in mine if s.uid != uid]:
             # The API pod is gone (or was re-created under the same name): its sandbox goes too.
-            await self.runtime.remove_sandbox(stale, 0)
+            await self._remove_sandbox(stale, 0)
             self._notes.pop(stale.uid, None)
         if pod is None or uid is None:
             return
@@ -146,9 +150,11 @@ class PodWorkers:
                     n = notes.of(c.name)
                     n.restarts = max(n.restarts, latest.attempt + 1)
                     n.previous = latest
-            await self.runtime.remove_sandbox(sandbox, 0)
+            await self._remove_sandbox(sandbox, 0)
         try:
-            return await self.runtime.create_sandbox(pod)
+            created = await self.runtime.create_sandbox(pod)
+            notes.ip = await self.network.attach(pod, created)
+            return created
         except RuntimeFailure as exc:
             await self.recorder.record(
                 pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc.message}"
@@ -271,6 +277,10 @@ class PodWorkers:
         n.waiting = None
         await self._container_event(pod, c.name, "Normal", "Started", f"Started container {c.name}")
 
+    async def _remove_sandbox(self, sandbox: SandboxInfo, grace: int) -> None:
+        await self.network.detach(sandbox.uid, sandbox)
+        await self.runtime.remove_sandbox(sandbox, grace)
+
     async def _container_event(self, pod: Pod, container: str, type_: str, reason: str, message: str) -> None:
         """An event about one container: its fieldPath keeps two containers' events apart."""
         await self.recorder.record(pod, type_, reason, message, field_path=f"spec.containers{{{container}}}")
@@ -287,7 +297,7 @@ class PodWorkers:
                     await self._container_event(
                         pod, info.name, "Normal", "Killing", f"Stopping container {info.name}"
                     )
-            await self.runtime.remove_sandbox(sandbox, grace)
+            await self._remove_sandbox(sandbox, grace)
         self._notes.pop(pod.metadata.uid or "", None)
         try:
             await self.client.delete(
@@ -304,6 +314,8 @@ class PodWorkers:
         waiting = {name: n.waiting for name, n in notes.containers.items() if n.waiting is not None}
         restarts = {name: n.restarts for name, n in notes.containers.items()}
         previous = {name: n.previous for name, n in notes.containers.items() if n.previous is not None}
+        if sandbox is not None and sandbox.ip is None:
+            sandbox.ip = notes.ip
         status = pod_status(pod, sandbox, waiting, restarts, previous, self.node_ip)
         if same_status(status, pod.status):
             return

@@ -329,3 +329,38 @@ async def test_image_load_reaches_the_agent(
     assert out.getvalue().strip() == "node/node-1: loaded localhost/hollow:latest"
     code = await run(["image", "load", str(tmp_path / "missing.tar"), "-s", controlplane.url], out, err)
     assert code == 1 and 'the path "' in err.getvalue()
+
+
+class RecordingNetwork:
+    """A stand-in for part 2's pod network: hands out one address and notes what it undid."""
+
+    def __init__(self) -> None:
+        self.attached: list[str] = []
+        self.detached: list[str] = []
+
+    async def attach(self, pod: Pod, sandbox: Any) -> str | None:
+        self.attached.append(pod.metadata.uid or "")
+        return "10.244.0.7"
+
+    async def detach(self, pod_uid: str, sandbox: Any) -> None:
+        self.detached.append(pod_uid)
+
+
+async def test_the_network_seam_gives_pods_their_ip(client: Client) -> None:
+    network = RecordingNetwork()
+    agent = Agent(client, HollowRuntime("node-1"), settings(), machine=HOLLOW_MACHINE, network=network)
+    await agent.start()
+    try:
+        made = await client.create(pod("addressed"))
+        running = await eventually(lambda: _phase(client, "addressed", "Running"), "Running")
+        assert running.status.pod_ip == "10.244.0.7"
+        assert [ip.ip for ip in running.status.pod_ips or []] == ["10.244.0.7"]
+        await client.delete(Pod, "addressed", "default")
+
+        async def detached() -> bool:
+            return network.detached == [made.metadata.uid]
+
+        await eventually(detached, "the network to be detached before the sandbox goes")
+        assert network.attached == [made.metadata.uid]
+    finally:
+        await agent.stop()
