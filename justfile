@@ -41,9 +41,10 @@ up:
 test *ARGS:
     "{{bin}}/python" -m pytest -q -p no:cacheprovider {{ARGS}}
 
-# Benchmarks: print figures and the command that reproduces them.
-bench *ARGS:
-    "{{bin}}/python" bench/bench_api.py {{ARGS}}
+# Benchmarks (the API, then pod start on real Podman as root): figures and the command that reproduces them.
+bench:
+    "{{bin}}/python" bench/bench_api.py
+    "{{bin}}/python" bench/bench_pods.py
 
 # ruff (lint + format check) and mypy.
 lint:

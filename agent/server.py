@@ -68,6 +68,7 @@ class AgentServer:
         """Serve; returns the port (useful with port 0)."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.create_server((self.host, self.port), family=family)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted connections
         config = uvicorn.Config(
             self.app,
             log_level="warning",
@@ -75,6 +76,9 @@ class AgentServer:
             access_log=False,
             ws="none",
             timeout_graceful_shutdown=2,
+            # Longer than clients keep idle connections (httpx: 5 s), so the server never closes one
+            # just as a client reuses it.
+            timeout_keep_alive=75,
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="agent-server")

@@ -113,6 +113,9 @@ class ControlPlane:
         try:
             family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
             sock = socket.create_server((self.settings.host, self.settings.port), family=family)
+            # Accepted connections inherit it: asyncio only sets TCP_NODELAY itself on sockets made with
+            # IPPROTO_TCP, and without it every reused connection waits ~40 ms (Nagle + delayed ACK).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             await self.cache.close()
             await self.backend.close()
@@ -124,6 +127,9 @@ class ControlPlane:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=2,
+            # Longer than clients keep idle connections (httpx: 5 s), so the server never closes one
+            # just as a client reuses it.
+            timeout_keep_alive=75,
             ws="none",
         )
         self._uvicorn = uvicorn.Server(config)

@@ -698,3 +698,13 @@ def _kind(kind: str) -> Any:
     from controlplane.api import by_kind
 
     return by_kind(kind)
+
+
+async def test_connections_do_not_wait_for_nagle(controlplane: ControlPlane) -> None:
+    """Without TCP_NODELAY every request on a reused connection waits for a delayed ACK (~40 ms)."""
+    import socket
+
+    assert controlplane._uvicorn is not None
+    listener = controlplane._uvicorn.servers[0].sockets[0]
+    assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert controlplane._uvicorn.config.timeout_keep_alive > 5  # longer than httpx keeps idle connections
