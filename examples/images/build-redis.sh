@@ -25,28 +25,9 @@ set -euo pipefail
 
 EXIT_UNAVAILABLE=75
 
-usage() {
-    echo "usage: $0 [--url unix:///path.sock | --root DIR --runroot DIR] [--tag NAME] [--force]" >&2
-    exit 2
-}
-
-url="${PODMAN_URL:-}"
-root="${PODMAN_ROOT:-}"
-runroot="${PODMAN_RUNROOT:-}"
-tag="${IMAGE_TAG:-localhost/redis:latest}"
-force=0
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --url) url="${2:?}"; shift 2 ;;
-        --root) root="${2:?}"; shift 2 ;;
-        --runroot) runroot="${2:?}"; shift 2 ;;
-        --tag) tag="${2:?}"; shift 2 ;;
-        --force) force=1; shift ;;
-        -h|--help) usage ;;
-        *) echo "unknown argument: $1" >&2; usage ;;
-    esac
-done
+default_tag=localhost/redis:latest
+# shellcheck source=examples/images/common.sh
+. "$(dirname "$0")/common.sh"
 
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -58,18 +39,6 @@ for tool in podman apt-get apt-cache dpkg-deb dpkg-query ldd tar; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 
-podman_cmd=(podman)
-if [ -n "$url" ]; then
-    podman_cmd+=(--remote --url "$url")
-else
-    [ -n "$root" ] && podman_cmd+=(--root "$root")
-    [ -n "$runroot" ] && podman_cmd+=(--runroot "$runroot")
-fi
-
-if [ "$force" = 0 ] && "${podman_cmd[@]}" image exists "$tag" 2>/dev/null; then
-    echo "$tag already present"
-    exit 0
-fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/peapod-redis.XXXXXX")
 trap 'rm -rf "$work"' EXIT

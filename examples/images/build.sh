@@ -14,47 +14,14 @@
 # Idempotent: if the image already exists it is left alone (use --force to rebuild).
 set -euo pipefail
 
-usage() {
-    echo "usage: $0 [--url unix:///path.sock | --root DIR --runroot DIR] [--tag NAME] [--force]" >&2
-    exit 2
-}
-
-url="${PODMAN_URL:-}"
-root="${PODMAN_ROOT:-}"
-runroot="${PODMAN_RUNROOT:-}"
-tag="${IMAGE_TAG:-localhost/busybox:latest}"
-force=0
-
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --url) url="${2:?}"; shift 2 ;;
-        --root) root="${2:?}"; shift 2 ;;
-        --runroot) runroot="${2:?}"; shift 2 ;;
-        --tag) tag="${2:?}"; shift 2 ;;
-        --force) force=1; shift ;;
-        -h|--help) usage ;;
-        *) echo "unknown argument: $1" >&2; usage ;;
-    esac
-done
+default_tag=localhost/busybox:latest
+# shellcheck source=examples/images/common.sh
+. "$(dirname "$0")/common.sh"
 
 busybox=/bin/busybox
 if ! [ -x "$busybox" ] || ! "$busybox" --list >/dev/null 2>&1; then
     echo "error: $busybox missing; install the Debian package busybox-static" >&2
     exit 1
-fi
-command -v podman >/dev/null || { echo "error: podman is not installed" >&2; exit 1; }
-
-podman_cmd=(podman)
-if [ -n "$url" ]; then
-    podman_cmd+=(--remote --url "$url")
-else
-    [ -n "$root" ] && podman_cmd+=(--root "$root")
-    [ -n "$runroot" ] && podman_cmd+=(--runroot "$runroot")
-fi
-
-if [ "$force" = 0 ] && "${podman_cmd[@]}" image exists "$tag" 2>/dev/null; then
-    echo "$tag already present"
-    exit 0
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/peapod-busybox.XXXXXX")

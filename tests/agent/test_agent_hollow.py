@@ -3,8 +3,7 @@ pod lifecycle, restarts with back-off, sandbox re-creation, deletion, adoption, 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,20 +15,10 @@ from agent.pods import BackOffPolicy
 from agent.runtime.hollow import HollowRuntime
 from controlplane.api import ConfigMap, Event, Lease, Node, ObjectMeta, Pod
 from controlplane.client import Client, NotFound
+from tests.support import eventually
 
 T = TypeVar("T")
 FAST = BackOffPolicy(initial=0.3, maximum=1.2, reset_after=600)
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 15) -> T:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def settings(name: str = "node-1") -> AgentSettings:

@@ -6,7 +6,6 @@ requesting ``make_pod`` only for its teardown, which removes every sandbox of th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +24,7 @@ from agent.runtime.podman_service import PodmanService
 from controlplane.api import Event, Pod
 from controlplane.client import Client, NotFound
 from controlplane.server.controlplane import ControlPlane, Settings
+from tests import support
 from tui.cli import run
 
 from .conftest import NODE, MakePod
@@ -62,15 +62,9 @@ def start_agent(client: Client, service: PodmanService) -> Agent:
     return Agent(client, PodmanRuntime(service.socket_path, NODE), settings)
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30) -> T:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30) -> Any:
+    """Real Podman is slower than the hollow runtime: a longer bound."""
+    return await support.eventually(check, what, timeout)
 
 
 def manifest(name: str, *containers: dict[str, Any], **spec: Any) -> Pod:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import pytest
@@ -47,6 +47,7 @@ from controlplane.scheduler.scheduler import (
     tolerates,
 )
 from controlplane.server.controlplane import Settings
+from tests.support import eventually
 
 T = TypeVar("T")
 
@@ -374,18 +375,6 @@ class FakeAPI:
     async def patch(self, cls: type, name: str, patch: Any, namespace: str | None = None, **_: Any) -> Any:
         self.patches.append((name, patch))
         return None
-
-
-async def eventually(check: Callable[[], Awaitable[T | bool | None]], what: str, timeout: float = 15.0) -> T:
-    """Poll ``check`` until it returns something truthy; a bounded wait, never a timing assertion."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result  # type: ignore[return-value]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_assumed_pods_count_until_the_watch_catches_up() -> None:
