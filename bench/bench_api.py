@@ -48,7 +48,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -148,15 +148,20 @@ def filesystem_of(path: Path) -> str:
     return f"{best[1]} on {best[2]}" if best[2] else best[1]
 
 
-def versions() -> dict[str, str]:
+API_STACK = ("uvicorn", "starlette", "httpx", "msgspec", "aiosqlite", "h11", "httptools", "uvloop")
+
+
+def versions(dists: Iterable[str] = API_STACK) -> dict[str, str]:
+    """SQLite's and the installed distributions' versions, for the report."""
     out = {"sqlite": sqlite3.sqlite_version}
-    for dist in ("uvicorn", "starlette", "httpx", "msgspec", "aiosqlite", "h11", "httptools", "uvloop"):
+    for dist in dists:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[dist] = importlib.metadata.version(dist)
     return out
 
 
-def machine_info(data_dir: Path) -> dict[str, Any]:
+def machine_info(data_dir: Path, dists: Iterable[str] = API_STACK) -> dict[str, Any]:
+    """What a figure depends on: CPUs, load, Python, the disk under ``data_dir``, library versions."""
     try:
         nproc = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -169,7 +174,7 @@ def machine_info(data_dir: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "data_dir_fs": filesystem_of(data_dir),
-        "versions": versions(),
+        "versions": versions(dists),
     }
 
 

@@ -43,18 +43,15 @@ import asyncio
 import contextlib
 import cProfile
 import datetime as dt
-import importlib.metadata
 import io
 import json
 import logging
 import math
 import os
-import platform
 import pstats
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -71,7 +68,7 @@ import msgspec
 import yaml
 
 # bench_api.py sits next to this file (this directory is sys.path[0] when run as a script).
-from bench_api import cpu_model, filesystem_of, summary_ms
+from bench_api import machine_info, summary_ms
 
 from agent.agent import Agent, AgentSettings
 from agent.runtime.base import (
@@ -865,29 +862,7 @@ async def podman_versions(api: httpx.AsyncClient) -> dict[str, Any]:
     }
 
 
-def python_versions() -> dict[str, str]:
-    out = {"sqlite": sqlite3.sqlite_version}
-    for dist in ("httpx", "httpcore", "msgspec", "uvicorn", "starlette", "aiosqlite", "h11", "httptools"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            out[dist] = importlib.metadata.version(dist)
-    return out
-
-
-def machine_info(workdir: Path) -> dict[str, Any]:
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count() or 0
-    return {
-        "nproc": nproc,
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "work_dir_fs": filesystem_of(workdir),
-        "versions": python_versions(),
-    }
+POD_STACK = ("httpx", "httpcore", "msgspec", "uvicorn", "starlette", "aiosqlite", "h11", "httptools")
 
 
 async def cleanup(service: PodmanService, api: httpx.AsyncClient | None) -> None:
@@ -961,7 +936,7 @@ async def run(args: argparse.Namespace, workdir: Path, profiler: cProfile.Profil
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": reproduce_command(args),
-        "machine": machine_info(workdir),
+        "machine": machine_info(workdir, POD_STACK),
         "settings": {
             "repeat": args.repeat,
             "burst": args.burst,
@@ -1101,7 +1076,7 @@ def report(result: dict[str, Any]) -> str:
         f"machine   nproc {m['nproc']} ({m['cpu_count']} CPUs), {m['cpu_model']}, {m['python']}, "
         f"{m['platform']}; load average at start {m['loadavg_at_start']}",
         f"podman    {pv.get('podman')}, {pv.get('oci_runtime')}, {pv.get('conmon')}, "
-        f"cgroup {pv.get('cgroup')}, {pv.get('storage_driver')} storage on {m['work_dir_fs']}",
+        f"cgroup {pv.get('cgroup')}, {pv.get('storage_driver')} storage on {m['data_dir_fs']}",
         f"stack     SQLite {v.get('sqlite')}, uvicorn {v.get('uvicorn', '?')}, httpx {v.get('httpx', '?')}, "
         f"msgspec {v.get('msgspec', '?')}; control plane, agent and benchmark in one process",
         f"command   {result['command']}",

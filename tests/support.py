@@ -18,3 +18,15 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: fl
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 150, interval: float = 0.1
+) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail after ``attempts`` polls, saying what."""
+    for _ in range(attempts):
+        result = await probe()
+        if result:
+            return result
+        await asyncio.sleep(interval)
+    raise AssertionError(f"gave up waiting for {what}")

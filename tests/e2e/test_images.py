@@ -7,9 +7,8 @@ failure fails them).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from agent.runtime.images import REDIS_IMAGE, ImageSourceUnavailable, build_redi
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
 from controlplane.api.core import Container, Pod
+from tests import support
 
 from .conftest import MakePod
 
@@ -28,16 +28,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 T = TypeVar("T")
 
 
-async def wait_for(
-    probe: Callable[[], Awaitable[T | None]], what: str, *, attempts: int = 200, interval: float = 0.1
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``attempts`` polls, saying what."""
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError(f"gave up waiting for {what}")
+async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 200) -> Any:
+    return await support.wait_for(probe, what, attempts=attempts)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

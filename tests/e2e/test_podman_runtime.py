@@ -33,6 +33,7 @@ from agent.runtime.podman import PodmanRuntime, format_time, image_candidates, p
 from agent.runtime.podman_service import PodmanService, PodmanServiceError
 from controlplane.api.core import Pod, ResourceRequirements
 from controlplane.api.meta import ObjectMeta
+from tests import support
 
 from .conftest import NODE, MakePod, api_client, busybox, podman_missing_reason, remove_everything
 
@@ -41,16 +42,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 T = TypeVar("T")
 
 
-async def wait_for(
-    probe: Callable[[], Awaitable[T | None]], what: str, *, attempts: int = 150, interval: float = 0.1
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``attempts`` polls, saying what."""
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError(f"gave up waiting for {what}")
+async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 150) -> Any:
+    return await support.wait_for(probe, what, attempts=attempts)
 
 
 async def sandbox_of(runtime: PodmanRuntime, pod: Pod) -> SandboxInfo | None:
