@@ -4,7 +4,8 @@ Concurrency model: one informer (pods with ``spec.nodeName=NODE``) enqueues pod 
 event stream (a container died) enqueues the key of the pod it belongs to; a periodic resync enqueues
 every pod, so a missed event costs at most one resync period. Pod workers drain the queue. On start,
 once the informer has synced, sandboxes whose pod no longer exists are removed (pods deleted while the
-agent was down), and running ones are adopted as they are — nothing is restarted.
+agent was down), and running ones are adopted as they are — nothing is restarted. The pod network
+(``agent.network``) is set up right after registration, once the Node's podCIDR is known.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from controlplane.api.core import Pod
 from controlplane.client import Client, EventRecorder, Informer, key_of
 from controlplane.tasks import cancel
 
-from .network import Network
+from .network import Network, NoNetwork
 from .node import MachineInfo, NodeHeartbeat, default_node_ip
 from .pods import BackOffPolicy, PodWorkers
 from .runtime.base import Runtime
@@ -59,6 +60,7 @@ class Agent:
         self.settings = settings
         self.machine = machine or MachineInfo.detect()
         self.recorder = EventRecorder(client, "kubelet", settings.node_name)
+        self.network: Network = network or NoNetwork()
         self.informer: Informer[Pod] | None = None
         if pod_source is None:
             self.informer = Informer(client, Pod, field_selector=f"spec.nodeName={settings.node_name}")
@@ -71,7 +73,7 @@ class Agent:
             self.recorder,
             pod_source,
             backoff=settings.backoff,
-            network=network,
+            network=self.network,
         )
         self.heartbeat: NodeHeartbeat | None = None
         self.server: AgentServer | None = None
@@ -106,7 +108,8 @@ class Agent:
             host, _, port = self.settings.listen.rpartition(":")
             self.server = AgentServer(self.runtime, host.strip("[]"), int(port))
             self.heartbeat.agent_address = f"{host}:{await self.server.start()}"
-        await self.heartbeat.register()
+        node = await self.heartbeat.register()
+        await self.network.start(node.spec.pod_cidr)
         self._tasks.append(self.heartbeat.start())
         if self.informer is not None:
             self.informer.on_add(self.track)
@@ -133,8 +136,11 @@ class Agent:
         await self.runtime.close()
 
     async def collect_garbage(self, live_keys: set[str]) -> None:
-        """Sandboxes whose pod is gone are removed; the others are adopted (enqueued, not restarted)."""
-        for sandbox in await self.runtime.list_sandboxes():
+        """Sandboxes whose pod is gone are removed; the others are adopted (enqueued, not restarted).
+        The network first forgets sandboxes that vanished while the agent was down."""
+        sandboxes = await self.runtime.list_sandboxes()
+        await self.network.restore(sandboxes)
+        for sandbox in sandboxes:
             key = f"{sandbox.namespace}/{sandbox.name}"
             self._uids[sandbox.uid] = key
             self.workers.enqueue(key)

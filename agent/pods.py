@@ -55,6 +55,7 @@ class _ContainerNotes:
 class _PodNotes:
     containers: dict[str, _ContainerNotes] = field(default_factory=dict)
     ip: str | None = None  # what the network gave the current sandbox
+    wired: str | None = None  # the sandbox ID the network attached
 
     def of(self, name: str) -> _ContainerNotes:
         return self.containers.setdefault(name, _ContainerNotes())
@@ -137,9 +138,14 @@ class PodWorkers:
     async def _ensure_sandbox(
         self, pod: Pod, sandbox: SandboxInfo | None, notes: _PodNotes
     ) -> SandboxInfo | None:
-        if sandbox is not None and sandbox.infra_running:
-            return sandbox
-        if sandbox is not None:
+        """A running, wired sandbox for the pod (None, with the pod waiting, while that fails)."""
+        if notes.wired is not None and (sandbox is None or sandbox.id != notes.wired):
+            # The sandbox this agent wired vanished behind its back (``podman pod rm``): its address goes.
+            gone = SandboxInfo(pod.metadata.uid or "", pod.metadata.namespace or "", pod.metadata.name or "",
+                               notes.wired, infra_running=False)  # fmt: skip
+            await self.network.detach(gone.uid, gone)
+            notes.wired = notes.ip = None
+        if sandbox is not None and not sandbox.infra_running:
             # The infra container died: the namespaces are gone, so the whole sandbox is re-created.
             await self.recorder.record(
                 pod, "Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
@@ -151,10 +157,15 @@ class PodWorkers:
                     n.restarts = max(n.restarts, latest.attempt + 1)
                     n.previous = latest
             await self._remove_sandbox(sandbox, 0)
+            sandbox = None
         try:
-            created = await self.runtime.create_sandbox(pod)
-            notes.ip = await self.network.attach(pod, created)
-            return created
+            if sandbox is None:
+                sandbox = await self.runtime.create_sandbox(pod)
+            if notes.wired != sandbox.id:
+                # New, or adopted after an agent restart (attach then finds its address again).
+                notes.ip = self.node_ip if pod.spec.host_network else await self.network.attach(pod, sandbox)
+                notes.wired = sandbox.id
+            return sandbox
         except RuntimeFailure as exc:
             await self.recorder.record(
                 pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc.message}"

@@ -13,9 +13,12 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from controlplane.client import Client
+
+if TYPE_CHECKING:
+    from agent.network.bridge import BridgeNetwork
 
 
 @contextlib.contextmanager
@@ -44,6 +47,22 @@ def setup_agent(p: argparse.ArgumentParser) -> None:
     p.add_argument("--podman-root", help="Podman storage root for the service this agent starts")
     p.add_argument("--podman-runroot", help="Podman run root for the service this agent starts")
     p.add_argument("--data-dir", help="the agent's state (default ~/.local/share/peapod/agent-NODE)")
+    p.add_argument(
+        "--network",
+        choices=["bridge", "none"],
+        help="pod network: a bridge with a veth per pod (default with podman), or loopback only",
+    )
+    p.add_argument("--bridge", default="pea0", help="the pod network's bridge (default pea0)")
+    p.add_argument(
+        "--cluster-cidr",
+        default="10.244.0.0/16",
+        help="every node's pod range; pod traffic to anything else is masqueraded (default 10.244.0.0/16)",
+    )
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove the pod network (nftables table, bridge, veths, address records) and exit",
+    )
 
 
 async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> int:
@@ -52,9 +71,16 @@ async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> in
     settings = AgentSettings(node_name=args.node_name)
     if args.node_ip:
         settings.node_ip = args.node_ip
+    if args.cleanup:
+        from agent.network.bridge import BridgeNetwork
+
+        await BridgeNetwork(_data_dir(args) / "network", bridge=args.bridge).cleanup()
+        print(f"pod network of {args.node_name} removed", file=out)
+        return 0
+    network = _network(args)
     with stop_signals() as stop:
         runtime, cleanup = await _runtime(args)
-        agent = Agent(client, runtime, settings)
+        agent = Agent(client, runtime, settings, network=network)
         try:
             await agent.start()
             where = f"{settings.node_name} ({settings.node_ip})"
@@ -80,18 +106,31 @@ async def _runtime(args: argparse.Namespace) -> tuple[Any, Callable[[], Awaitabl
 
     if args.podman_socket:
         return PodmanRuntime(Path(args.podman_socket), args.node_name), nothing
-    data_dir = (
-        Path(args.data_dir)
-        if args.data_dir
-        else Path.home() / ".local/share/peapod" / f"agent-{args.node_name}"
-    )
     service = PodmanService(
-        data_dir,
+        _data_dir(args),
         root=Path(args.podman_root) if args.podman_root else None,
         runroot=Path(args.podman_runroot) if args.podman_runroot else None,
     )
     await service.start()
     return PodmanRuntime(service.socket_path, args.node_name), service.stop
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return (
+        Path(args.data_dir)
+        if args.data_dir
+        else Path.home() / ".local/share/peapod" / f"agent-{args.node_name}"
+    )
+
+
+def _network(args: argparse.Namespace) -> BridgeNetwork | None:
+    """The pod network the flags ask for (None: loopback only)."""
+    kind = args.network or ("bridge" if args.runtime == "podman" else "none")
+    if kind == "none":
+        return None
+    from agent.network.bridge import BridgeNetwork
+
+    return BridgeNetwork(_data_dir(args) / "network", bridge=args.bridge, cluster_cidr=args.cluster_cidr)
 
 
 def setup_hollow(p: argparse.ArgumentParser) -> None:

@@ -61,6 +61,8 @@ class SandboxInfo:
     infra_running: bool
     created_at: str | None = None
     ip: str | None = None
+    # The infra container's network namespace (``/proc/PID/ns/net``), which the pod network wires.
+    netns: str | None = None
     # Every container of the sandbox, all attempts: the agent picks the newest attempt per name.
     containers: list[ContainerInfo] = field(default_factory=list)
 

@@ -9,8 +9,8 @@ Design:
 * A sandbox is a Podman pod named ``k8s_<namespace>_<name>_<uid[:8]>`` whose infra container (Podman's own
   catatonit pause image, built offline by Podman) holds the network, IPC and UTS namespaces (PID too with
   ``shareProcessNamespace``). Its network namespace is created with ``netns: {nsmode: "none"}``: it holds
-  only ``lo``, so containers of one pod reach each other on 127.0.0.1 and nothing else; the pod network
-  is plumbed into that namespace later, from outside.
+  only ``lo``, and the agent's pod network (``agent.network``) wires it from outside, through
+  ``SandboxInfo.netns`` (the infra container's ``/proc/PID/ns/net``). hostNetwork pods use the node's.
 * Containers are named ``k8s_<namespace>_<name>_<uid[:8]>_<container>_<attempt>`` and carry the sandbox's
   labels plus the container name and attempt. Podman copies a pod's labels onto its infra container, and
   puts a container's labels into every event's ``Actor.Attributes``: that is how ``events()`` maps a died
@@ -435,7 +435,8 @@ class PodmanRuntime:
             "labels": _sandbox_labels(pod, self.node_name),
             "hostname": (pod.spec.hostname or meta.name)[:63],
             "shared_namespaces": shared,
-            "netns": {"nsmode": "none"},
+            # The agent wires the pod's own namespace (agent.network); hostNetwork pods share the node's.
+            "netns": {"nsmode": "host" if pod.spec.host_network else "none"},
             "infra_name": f"{name}_infra",
             # Keep the sandbox when every app container has exited (restartPolicy Never/OnFailure).
             "exit_policy": "continue",
@@ -508,7 +509,9 @@ class PodmanRuntime:
                 continue
             members = by_pod.get(str(p.get("Id")), [])
             infra_id = p.get("InfraId") or ""
-            infra_state = next((c.get("State") for c in members if c.get("Id") == infra_id), None)
+            infra = next((c for c in members if c.get("Id") == infra_id), None)
+            infra_state = infra.get("State") if infra is not None else None
+            infra_pid = int(infra.get("Pid") or 0) if infra is not None else 0
             if infra_state is None:  # the infra container may lack our labels if made by hand
                 infra_state = next(
                     (c.get("Status") for c in p.get("Containers") or [] if c.get("Id") == infra_id), None
@@ -520,6 +523,7 @@ class PodmanRuntime:
                     name=labels.get(LABEL_NAME, ""),
                     id=str(p.get("Id")),
                     infra_running=str(infra_state or "").lower() == "running",
+                    netns=f"/proc/{infra_pid}/ns/net" if infra_pid else None,
                     created_at=format_time(p.get("Created")),
                     containers=[
                         info

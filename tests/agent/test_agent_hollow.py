@@ -12,6 +12,7 @@ import pytest
 from agent.agent import Agent, AgentSettings
 from agent.hollow import HOLLOW_MACHINE, HollowNodes
 from agent.pods import BackOffPolicy
+from agent.runtime.base import RuntimeFailure
 from agent.runtime.hollow import HollowRuntime
 from controlplane.api import ConfigMap, Event, Lease, Node, ObjectMeta, Pod
 from controlplane.client import Client, NotFound
@@ -321,35 +322,78 @@ async def test_image_load_reaches_the_agent(
 
 
 class RecordingNetwork:
-    """A stand-in for part 2's pod network: hands out one address and notes what it undid."""
+    """A stand-in for the pod network: hands out one address (after ``failures`` failed attempts) and notes
+    what it was asked to do."""
 
-    def __init__(self) -> None:
-        self.attached: list[str] = []
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.pod_cidr: str | None = None
+        self.attached: list[str] = []  # sandbox IDs
         self.detached: list[str] = []
+        self.restored: list[list[str]] = []
+
+    async def start(self, pod_cidr: str | None) -> None:
+        self.pod_cidr = pod_cidr
 
     async def attach(self, pod: Pod, sandbox: Any) -> str | None:
-        self.attached.append(pod.metadata.uid or "")
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeFailure("FailedCreatePodSandBox", "failed to set up the pod network: no bridge")
+        self.attached.append(sandbox.id)
         return "10.244.0.7"
 
     async def detach(self, pod_uid: str, sandbox: Any) -> None:
-        self.detached.append(pod_uid)
+        self.detached.append(sandbox.id)
+
+    async def restore(self, sandboxes: list[Any]) -> None:
+        self.restored.append([s.id for s in sandboxes])
 
 
 async def test_the_network_seam_gives_pods_their_ip(client: Client) -> None:
-    network = RecordingNetwork()
-    agent = Agent(client, HollowRuntime("node-1"), settings(), machine=HOLLOW_MACHINE, network=network)
+    network = RecordingNetwork(failures=1)
+    runtime = HollowRuntime("node-1")
+    agent = Agent(client, runtime, settings(), machine=HOLLOW_MACHINE, network=network)
     await agent.start()
     try:
-        made = await client.create(pod("addressed"))
+        assert network.pod_cidr == "10.244.0.0/24" and network.restored == [[]]
+        await client.create(pod("addressed"))
         running = await eventually(lambda: _phase(client, "addressed", "Running"), "Running")
         assert running.status.pod_ip == "10.244.0.7"
         assert [ip.ip for ip in running.status.pod_ips or []] == ["10.244.0.7"]
+        # The failed attempt left the sandbox waiting, explained, and the retry wired that same sandbox.
+        assert "FailedCreatePodSandBox" in await reasons(client, "addressed")
+        sandboxes = await runtime.list_sandboxes()
+        assert [s.id for s in sandboxes] == network.attached
         await client.delete(Pod, "addressed", "default")
 
         async def detached() -> bool:
-            return network.detached == [made.metadata.uid]
+            return network.detached == network.attached
 
         await eventually(detached, "the network to be detached before the sandbox goes")
-        assert network.attached == [made.metadata.uid]
     finally:
         await agent.stop()
+
+
+async def test_a_restarted_agent_attaches_adopted_sandboxes_again(client: Client) -> None:
+    """The network's attach is idempotent; the new agent asks it once per adopted sandbox (to learn the
+    address) and never re-creates the sandbox."""
+    runtime = HollowRuntime("node-1")
+    first = Agent(client, runtime, settings(), machine=HOLLOW_MACHINE, network=RecordingNetwork())
+    await first.start()
+    await client.create(pod("kept"))
+    await eventually(lambda: _phase(client, "kept", "Running"), "Running")
+    await first.stop()
+    network = RecordingNetwork()
+    second = Agent(client, runtime, settings(), machine=HOLLOW_MACHINE, network=network)
+    await second.start()
+    try:
+        sandboxes = [s.id for s in await runtime.list_sandboxes()]
+        assert network.restored == [sandboxes] and len(sandboxes) == 1
+
+        async def attached() -> bool:
+            return network.attached == sandboxes
+
+        await eventually(attached, "the adopted sandbox to be attached again")
+        assert (await status_of(client, "kept")).status.pod_ip == "10.244.0.7"
+    finally:
+        await second.stop()
