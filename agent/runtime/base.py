@@ -80,14 +80,33 @@ class RuntimeEvent:
     container: str | None = None
 
 
+@dataclass(frozen=True)
+class Mount:
+    """A host path (a pod volume's directory or file, prepared by the agent) seen inside a container."""
+
+    source: str
+    destination: str
+    read_only: bool = False
+    sub_path: str = ""  # already applied to ``source`` by the agent; kept for messages
+
+
 @dataclass
 class ContainerSpec:
-    """Everything needed to create one container, resolved by the agent (env values, attempt...)."""
+    """Everything needed to create one container, resolved by the agent (env values, attempt, mounts)."""
 
     container: Container
     env: Mapping[str, str]
     attempt: int
     init: bool = False
+    mounts: list[Mount] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """A command run to completion inside a container (probes, hooks)."""
+
+    exit_code: int
+    output: bytes  # stdout and stderr interleaved, at most what the caller asked to keep
 
 
 class Runtime(Protocol):
@@ -121,6 +140,13 @@ class Runtime(Protocol):
     async def stop_container(self, container: ContainerInfo, grace_seconds: int) -> None: ...
 
     async def remove_container(self, container: ContainerInfo) -> None: ...
+
+    async def exec(
+        self, container: ContainerInfo, command: list[str], *, timeout: float | None = None
+    ) -> ExecResult:
+        """Run ``command`` in the running container and wait for it (probes and hooks). A command that
+        cannot start is RuntimeFailure; one still running after ``timeout`` seconds is killed and
+        reported as RuntimeFailure("Timeout", ...)."""
 
     async def load_image(self, archive: bytes) -> list[str]:
         """Load a ``podman save``/``docker save`` archive; returns the names it brought."""

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 from controlplane.api.core import ContainerImage, Pod
 from controlplane.api.meta import now
 
-from .base import ContainerInfo, ContainerSpec, Runtime, RuntimeEvent, SandboxInfo
+from .base import (
+    ContainerInfo,
+    ContainerSpec,
+    ExecResult,
+    Runtime,
+    RuntimeEvent,
+    RuntimeFailure,
+    SandboxInfo,
+)
 
 _ids = itertools.count(1)
 
@@ -26,6 +34,9 @@ class HollowRuntime:
         self.sandboxes: dict[str, SandboxInfo] = {}
         self._events: asyncio.Queue[RuntimeEvent] = asyncio.Queue()
         self.specs: dict[str, ContainerSpec] = {}  # by container id: what the agent asked for
+        # Exit codes of commands run by exec (probes, hooks), by the command's first word; 0 otherwise.
+        self.exec_codes: dict[str, int] = {}
+        self.execs: list[tuple[str, list[str]]] = []  # (container name, command), in order
 
     async def start(self) -> None:
         return None
@@ -89,6 +100,14 @@ class HollowRuntime:
 
     async def load_image(self, archive: bytes) -> list[str]:
         return ["localhost/hollow:latest"] if archive else []
+
+    async def exec(
+        self, container: ContainerInfo, command: list[str], *, timeout: float | None = None
+    ) -> ExecResult:
+        if container.state != "running":
+            raise RuntimeFailure("RunContainerError", f"container {container.name} is not running")
+        self.execs.append((container.name, list(command)))
+        return ExecResult(self.exec_codes.get(command[0] if command else "", 0), b"")
 
     async def events(self) -> AsyncIterator[RuntimeEvent]:
         while True:

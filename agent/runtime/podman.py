@@ -56,6 +56,7 @@ from .base import (
     ContainerInfo,
     ContainerSpec,
     ContainerStateName,
+    ExecResult,
     Runtime,
     RuntimeEvent,
     RuntimeFailure,
@@ -684,6 +685,36 @@ class PodmanRuntime:
         r = await self._call("GET", f"/containers/{cid}/logs", params=params, reason="RuntimeError",
                              what=f"logs of container {cid[:12]}")  # fmt: skip
         return _demux_logs(r.content)
+
+    # --- exec -----------------------------------------------------------------------------------
+
+    async def exec(
+        self, container: ContainerInfo, command: list[str], *, timeout: float | None = None
+    ) -> ExecResult:
+        """Create an exec session, run it attached (the answer streams until the command exits), then
+        read its exit code. A timeout kills the session's process by closing the stream; Podman 4.3
+        keeps the process running then, so it is reported, as the kubelet does, as a failure."""
+        what = f"exec in container {container.id[:12]}"
+        r = await self._call(
+            "POST", f"/containers/{container.id}/exec", reason="RunContainerError", what=what,
+            body={"Cmd": list(command), "AttachStdout": True, "AttachStderr": True, "Tty": False},
+        )  # fmt: skip
+        session = r.json()["Id"]
+        try:
+            r = await self._client.post(
+                f"/exec/{session}/start", json={"Detach": False, "Tty": False},
+                timeout=self.timeout if timeout is None else timeout,
+            )  # fmt: skip
+        except httpx.TimeoutException:
+            raise RuntimeFailure("Timeout", f"command timed out after {timeout:g}s") from None
+        except httpx.TransportError as err:
+            raise RuntimeFailure("RuntimeUnavailable", f"{what}: {err!r}") from err
+        if r.status_code not in _OK:
+            raise RuntimeFailure("RunContainerError", f"{what}: {_error_message(r)}")
+        output = _demux_logs(r.content)
+        info = await self._call("GET", f"/exec/{session}/json", reason="RunContainerError", what=what)
+        code = info.json().get("ExitCode")
+        return ExecResult(int(code) if code is not None else -1, output)
 
     # --- events ---------------------------------------------------------------------------------
 

@@ -442,3 +442,22 @@ async def test_runtime_without_service_fails_clearly(tmp_path: Path) -> None:
         assert err.value.reason == "RuntimeUnavailable" and "absent.sock" in err.value.message
     finally:
         await rt.close()
+
+
+async def test_exec_runs_a_command_and_reports_its_exit_code(
+    runtime: PodmanRuntime, make_pod: MakePod
+) -> None:
+    pod = make_pod("execme", busybox("app", "sleep", "600"))
+    sandbox = await runtime.create_sandbox(pod)
+    spec = ContainerSpec(pod.spec.containers[0], {}, 0)
+    info = await runtime.create_container(sandbox, pod, spec)
+    await runtime.start_container(info)
+    info.state = "running"
+    result = await runtime.exec(info, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert result.exit_code == 3 and b"out" in result.output and b"err" in result.output
+    assert (await runtime.exec(info, ["true"])).exit_code == 0
+    missing = await runtime.exec(info, ["no-such-command"])  # the OCI runtime's "not found"
+    assert missing.exit_code == 127, missing
+    with pytest.raises(RuntimeFailure, match="timed out") as slow:
+        await runtime.exec(info, ["sleep", "5"], timeout=0.5)
+    assert slow.value.reason == "Timeout"
