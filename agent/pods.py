@@ -25,10 +25,14 @@ from controlplane.controllers.workqueue import WorkQueue, run_workers
 from controlplane.tasks import cancel
 
 from .network import Network, NoNetwork
+from .probes import Prober, Target
 from .runtime.base import ContainerInfo, ContainerSpec, Runtime, RuntimeFailure, SandboxInfo
 from .status import Waiting, pod_status, same_status
 
 log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 30  # terminationGracePeriodSeconds when the pod says nothing
+HOOK_TIMEOUT = 120.0  # a bound on postStart hooks (Kubernetes has none; a hung hook must not wedge a worker)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class PodWorkers:
         self.queue = WorkQueue()
         self._notes: dict[str, _PodNotes] = {}
         self._task: asyncio.Task[None] | None = None
+        self.prober = Prober(runtime, self.enqueue, self._container_event)
 
     def enqueue(self, key: str) -> None:
         self.queue.add(key)
@@ -104,6 +109,7 @@ class PodWorkers:
     async def stop(self) -> None:
         self.queue.shutdown()
         await cancel(self._task)
+        await self.prober.stop()
 
     # --- the reconcile step ---------------------------------------------------------------------
 
@@ -114,22 +120,27 @@ class PodWorkers:
         uid = pod.metadata.uid if pod is not None else None
         for stale in [s for s in mine if s.uid != uid]:
             # The API pod is gone (or was re-created under the same name): its sandbox goes too.
+            await self.prober.forget(stale.uid)
             await self._remove_sandbox(stale, 0)
             self._notes.pop(stale.uid, None)
         if pod is None or uid is None:
             return
         sandbox = next((s for s in mine if s.uid == uid), None)
         if pod.metadata.deletion_timestamp is not None:
+            await self.prober.forget(uid)
             await self._terminate(pod, sandbox)
             return
         if pod.status.phase in ("Succeeded", "Failed"):
+            await self.prober.forget(uid)
             return
         notes = self._notes.setdefault(uid, _PodNotes())
         sandbox = await self._ensure_sandbox(pod, sandbox, notes)
         if sandbox is not None:
-            for container in pod.spec.containers:
-                await self._ensure_container(pod, sandbox, container, notes)
+            if await self._init_containers(pod, sandbox, notes):
+                for container in pod.spec.containers:
+                    await self._ensure_container(pod, sandbox, container, notes)
             sandbox = await self._sandbox(uid)
+            self.prober.ensure(pod, sandbox, notes.ip)
         await self._report(pod, sandbox, notes)
 
     async def _sandbox(self, uid: str) -> SandboxInfo | None:
@@ -175,11 +186,39 @@ class PodWorkers:
             self.queue.add_rate_limited(_key(pod))
             return None
 
-    async def _ensure_container(self, pod: Pod, sandbox: SandboxInfo, c: Container, notes: _PodNotes) -> None:
+    async def _init_containers(self, pod: Pod, sandbox: SandboxInfo, notes: _PodNotes) -> bool:
+        """Init containers run one at a time, in order, each to success, before any app container
+        starts; True once all have. A failed one is retried with back-off unless restartPolicy is Never
+        (then the pod has failed: the status says so and nothing more starts)."""
+        never = (pod.spec.restart_policy or "Always") == "Never"
+        for c in pod.spec.init_containers or ():
+            latest = sandbox.latest(c.name)
+            if latest is not None and latest.state == "exited" and latest.exit_code == 0:
+                notes.of(c.name).waiting = None
+                continue
+            if latest is not None and latest.state == "exited" and never:
+                return False
+            await self._ensure_container(pod, sandbox, c, notes, init=True)
+            return False
+        return True
+
+    async def _ensure_container(
+        self, pod: Pod, sandbox: SandboxInfo, c: Container, notes: _PodNotes, *, init: bool = False
+    ) -> None:
         n = notes.of(c.name)
         latest = sandbox.latest(c.name)
         if latest is not None:
             n.restarts = max(n.restarts, latest.attempt)
+        if (
+            latest is not None
+            and latest.state == "running"
+            and (why := self.prober.unhealthy(pod, c.name, latest.id))
+        ):
+            # A liveness (or startup) probe failed: kill it now; the next sync restarts it with back-off.
+            await self._container_event(pod, c.name, "Normal", "Killing", why)
+            await self._kill(pod, sandbox, c, latest, notes)
+            self.queue.add(_key(pod))
+            return
         if latest is not None and latest.state == "running":
             if latest.started_at and n.delay and _age(latest.started_at) >= self.backoff.reset_after:
                 n.delay = 0.0
@@ -208,7 +247,7 @@ class PodWorkers:
             self.queue.add_after(_key(pod), max(wait, 0.01))
             return
         attempt = n.restarts + 1 if latest is not None else n.restarts
-        await self._start_container(pod, sandbox, c, attempt, latest, n)
+        await self._start_container(pod, sandbox, c, attempt, latest, n, init=init)
 
     def _may_start(self, n: _ContainerNotes) -> bool:
         return time.monotonic() >= n.not_before
@@ -225,6 +264,8 @@ class PodWorkers:
         attempt: int,
         old: ContainerInfo | None,
         n: _ContainerNotes,
+        *,
+        init: bool = False,
     ) -> None:
         key = _key(pod)
         image = c.image or ""
@@ -268,7 +309,7 @@ class PodWorkers:
                     await self.runtime.remove_container(info)
             self._back_off(n)
         try:
-            created = await self.runtime.create_container(sandbox, pod, ContainerSpec(c, env, attempt))
+            created = await self.runtime.create_container(sandbox, pod, ContainerSpec(c, env, attempt, init))
         except RuntimeFailure as exc:
             n.waiting = Waiting(exc.reason, exc.message)
             await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc.message}")
@@ -287,6 +328,73 @@ class PodWorkers:
         n.restarts = attempt
         n.waiting = None
         await self._container_event(pod, c.name, "Normal", "Started", f"Started container {c.name}")
+        if c.lifecycle is not None and c.lifecycle.post_start is not None:
+            created.state = "running"
+            target = Target(pod, c, created, self._ip(pod), sandbox.netns)
+            ok, message = await self.prober.actions.run(c.lifecycle.post_start, target, HOOK_TIMEOUT)
+            if not ok:
+                # Kubernetes kills a container whose postStart hook failed; it restarts per policy.
+                await self._container_event(
+                    pod, c.name, "Warning", "FailedPostStartHook", f"PostStartHook failed: {message}"
+                )
+                await self._container_event(pod, c.name, "Normal", "Killing", "FailedPostStartHook")
+                await self._kill(
+                    pod, sandbox, c, created, self._notes.get(pod.metadata.uid or ""), hook=False
+                )
+                self.queue.add(key)
+
+    def _ip(self, pod: Pod) -> str | None:
+        notes = self._notes.get(pod.metadata.uid or "")
+        return notes.ip if notes is not None else None
+
+    def _grace(self, pod: Pod) -> int:
+        grace = pod.metadata.deletion_grace_period_seconds
+        if grace is None:
+            grace = pod.spec.termination_grace_period_seconds
+        return DEFAULT_GRACE if grace is None else max(0, grace)
+
+    async def _kill(
+        self,
+        pod: Pod,
+        sandbox: SandboxInfo,
+        c: Container,
+        info: ContainerInfo,
+        notes: _PodNotes | None,
+        *,
+        hook: bool = True,
+    ) -> None:
+        """Stop one container as the kubelet does: its preStop hook first, then SIGTERM, within the grace."""
+        grace = self._grace(pod)
+        spent = await self._pre_stop(pod, sandbox, [(c, info)], grace) if hook else 0.0
+        try:
+            await self.runtime.stop_container(info, _remaining(grace, spent))
+        except RuntimeFailure as exc:
+            log.warning("stopping %s of %s: %s", c.name, _key(pod), exc.message)
+
+    async def _pre_stop(
+        self, pod: Pod, sandbox: SandboxInfo, running: list[tuple[Container, ContainerInfo]], grace: int
+    ) -> float:
+        """Every preStop hook of ``running`` at once, bounded by the grace period; the seconds spent."""
+        started = time.monotonic()
+
+        async def one(c: Container, info: ContainerInfo) -> None:
+            handler = c.lifecycle.pre_stop if c.lifecycle is not None else None
+            if handler is None:
+                return
+            target = Target(pod, c, info, self._ip(pod), sandbox.netns)
+            try:
+                ok, message = await asyncio.wait_for(
+                    self.prober.actions.run(handler, target, grace or 1), grace
+                )
+            except TimeoutError:
+                ok, message = False, f"did not finish within the grace period of {grace}s"
+            if not ok:
+                await self._container_event(
+                    pod, c.name, "Warning", "FailedPreStopHook", f"PreStopHook failed: {message}"
+                )
+
+        await asyncio.gather(*(one(c, info) for c, info in running))
+        return time.monotonic() - started
 
     async def _remove_sandbox(self, sandbox: SandboxInfo, grace: int) -> None:
         await self.network.detach(sandbox.uid, sandbox)
@@ -299,16 +407,18 @@ class PodWorkers:
     async def _terminate(self, pod: Pod, sandbox: SandboxInfo | None) -> None:
         """Graceful deletion: stop the containers within the grace period, remove the sandbox, then
         finish the API deletion (a delete with grace 0, guarded by the uid)."""
-        grace = pod.metadata.deletion_grace_period_seconds
-        if grace is None:
-            grace = pod.spec.termination_grace_period_seconds or 0
+        grace = self._grace(pod)
         if sandbox is not None:
-            for info in sandbox.containers:
-                if info.state == "running":
-                    await self._container_event(
-                        pod, info.name, "Normal", "Killing", f"Stopping container {info.name}"
-                    )
-            await self._remove_sandbox(sandbox, grace)
+            specs = {c.name: c for c in [*(pod.spec.init_containers or ()), *pod.spec.containers]}
+            running = [
+                (specs[info.name], info)
+                for info in sandbox.containers
+                if info.state == "running" and info.name in specs
+            ]
+            for c, _ in running:
+                await self._container_event(pod, c.name, "Normal", "Killing", f"Stopping container {c.name}")
+            spent = await self._pre_stop(pod, sandbox, running, grace)
+            await self._remove_sandbox(sandbox, _remaining(grace, spent))
         self._notes.pop(pod.metadata.uid or "", None)
         try:
             await self.client.delete(
@@ -327,7 +437,14 @@ class PodWorkers:
         previous = {name: n.previous for name, n in notes.containers.items() if n.previous is not None}
         if sandbox is not None and sandbox.ip is None:
             sandbox.ip = notes.ip
-        status = pod_status(pod, sandbox, waiting, restarts, previous, self.node_ip)
+        ready: dict[str, bool] = {}
+        started: dict[str, bool] = {}
+        for c in pod.spec.containers:
+            latest = sandbox.latest(c.name) if sandbox is not None else None
+            if latest is not None and latest.state == "running":
+                ready[c.name] = self.prober.ready(pod, c, latest.id)
+                started[c.name] = self.prober.started(pod, c, latest.id)
+        status = pod_status(pod, sandbox, waiting, restarts, previous, self.node_ip, ready, started)
         if same_status(status, pod.status):
             return
         fresh = Pod(metadata=pod.metadata, spec=pod.spec, status=status)
@@ -430,6 +547,14 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 def _age(timestamp: str) -> float:
     return (dt.datetime.now(dt.UTC) - parse_time(timestamp)).total_seconds()
+
+
+def _remaining(grace: int, spent: float) -> int:
+    """What is left of the grace period after preStop hooks; like the kubelet, at least 2 s for SIGTERM
+    when hooks ran over (0 stays 0: an immediate kill was asked for)."""
+    if grace == 0:
+        return 0
+    return max(2, grace - int(spent)) if spent >= grace else grace - int(spent)
 
 
 def _seconds(delay: float) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import msgspec
 
 from controlplane.api.core import (
+    Container,
     ContainerState,
     ContainerStateRunning,
     ContainerStateTerminated,
@@ -53,7 +54,10 @@ def container_status(
     previous: ContainerInfo | None,
     waiting: Waiting | None,
     restarts: int,
+    ready: bool = True,
+    started: bool = True,
 ) -> ContainerStatus:
+    """``ready``/``started``: what the readiness and startup probes say while the container runs."""
     status = ContainerStatus(name=name, image=image, restart_count=restarts, ready=False, started=False)
     if previous is not None and previous.state == "exited":
         status.last_state = ContainerState(terminated=terminated(previous))
@@ -70,16 +74,34 @@ def container_status(
         status.state = ContainerState(waiting=ContainerStateWaiting(reason="ContainerCreating"))
     elif latest.state == "running":
         status.state = ContainerState(running=ContainerStateRunning(started_at=latest.started_at))
-        status.ready = True
-        status.started = True
+        status.ready = ready
+        status.started = started
     else:
         status.state = ContainerState(terminated=terminated(latest))
     return status
 
 
-def phase(pod: Pod, statuses: list[ContainerStatus]) -> str:
-    """Kubernetes' getPhase: Pending until every container has run; then by restartPolicy."""
+def init_done(statuses: list[ContainerStatus]) -> bool:
+    """Every init container has run to completion (exit 0)."""
+    return all(s.state and s.state.terminated and s.state.terminated.exit_code == 0 for s in statuses)
+
+
+def init_failed(pod: Pod, statuses: list[ContainerStatus]) -> bool:
+    """An init container failed and will not be retried (restartPolicy Never): the pod has failed."""
+    if (pod.spec.restart_policy or "Always") != "Never":
+        return False
+    return any(s.state and s.state.terminated and s.state.terminated.exit_code != 0 for s in statuses)
+
+
+def phase(pod: Pod, statuses: list[ContainerStatus], init: list[ContainerStatus] | None = None) -> str:
+    """Kubernetes' getPhase: Pending while initializing and until every container has run; then by
+    restartPolicy."""
     policy = pod.spec.restart_policy or "Always"
+    if init:
+        if init_failed(pod, init):
+            return "Failed"
+        if not init_done(init):
+            return "Pending"
     running = waiting = succeeded = failed = 0
     for s in statuses:
         state = s.state or ContainerState()
@@ -127,30 +149,46 @@ def pod_status(
     restarts: Mapping[str, int],
     previous: Mapping[str, ContainerInfo],
     host_ip: str,
+    ready: Mapping[str, bool] | None = None,
+    started: Mapping[str, bool] | None = None,
 ) -> PodStatus:
+    """``ready``/``started``: probe results by container name (absent: no probe, so True)."""
     old = pod.status
-    statuses = []
-    for c in pod.spec.containers:
+    ready = ready or {}
+    started = started or {}
+
+    def status_of(c: Container) -> ContainerStatus:
         latest = sandbox.latest(c.name) if sandbox is not None else None
-        statuses.append(
-            container_status(
-                c.name,
-                c.image or "",
-                latest,
-                previous.get(c.name),
-                waiting.get(c.name),
-                restarts.get(c.name, 0),
-            )
-        )
-    current = phase(pod, statuses)
+        return container_status(
+            c.name, c.image or "", latest, previous.get(c.name), waiting.get(c.name), restarts.get(c.name, 0),
+            ready.get(c.name, True), started.get(c.name, True),
+        )  # fmt: skip
+
+    init = [status_of(c) for c in pod.spec.init_containers or ()]
+    for s in init:
+        s.ready = bool(s.state and s.state.terminated and s.state.terminated.exit_code == 0)
+    initialized = init_done(init)
+    statuses = [status_of(c) for c in pod.spec.containers]
+    if not initialized:
+        for s in statuses:
+            if (
+                s.state is not None
+                and s.state.waiting is not None
+                and s.state.waiting.reason == "ContainerCreating"
+            ):
+                s.state.waiting.reason = "PodInitializing"
+    current = phase(pod, statuses, init)
     all_ready = bool(statuses) and all(s.ready for s in statuses)
     conditions = [
         _condition(old, "PodReadyToStartContainers", sandbox is not None and sandbox.infra_running),
-        _condition(old, "Initialized", True),
+        _condition(old, "Initialized", initialized, "ContainersNotInitialized"),
         _condition(old, "Ready", all_ready and current == "Running", "ContainersNotReady"),
         _condition(old, "ContainersReady", all_ready, "ContainersNotReady"),
         _condition(old, "PodScheduled", True),
     ]
+    if not initialized:
+        pending = [s.name for s in init if not s.ready]
+        conditions[1].message = f"containers with incomplete status: [{' '.join(pending)}]"
     not_ready = [s.name for s in statuses if not s.ready]
     if not_ready:
         message = f"containers with unready status: [{' '.join(not_ready)}]"
@@ -165,6 +203,7 @@ def pod_status(
         pod_ip=ip,
         pod_ips=[PodIP(ip=ip)] if ip else None,
         start_time=old.start_time or now(),
+        init_container_statuses=init or None,
         container_statuses=statuses,
         qos_class=old.qos_class,
     )
