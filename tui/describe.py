@@ -28,6 +28,7 @@ from controlplane.api.core import (
     NodeSystemInfo,
     Pod,
     PodSpec,
+    Probe,
     ReplicationController,
     Secret,
     Service,
@@ -254,6 +255,13 @@ def _container_lines(
                 out.title(inner, f"{title}:")
                 for key in sorted(values):
                     out.kv(inner + 1, key, values[key])
+    for title, probe in (
+        ("Liveness", container.liveness_probe),
+        ("Readiness", container.readiness_probe),
+        ("Startup", container.startup_probe),
+    ):
+        if probe is not None:
+            out.kv(inner, title, _probe(probe))
     if not container.env and not container.env_from:
         out.kv(inner, "Environment", "<none>")
     else:
@@ -272,6 +280,26 @@ def _container_lines(
         for mount in container.volume_mounts:
             mode = "ro" if mount.read_only else "rw"
             out.title(inner + 1, f"{mount.mount_path} from {mount.name} ({mode})")
+
+
+def _probe(probe: Probe) -> str:
+    """kubectl's one-line probe summary: the action, then its timing and thresholds."""
+    if probe.exec is not None:
+        action = f"exec [{' '.join(probe.exec.command or [])}]"
+    elif probe.http_get is not None:
+        get = probe.http_get
+        action = f"http-get {(get.scheme or 'HTTP').lower()}://{get.host or ''}:{get.port}{get.path or '/'}"
+    elif probe.tcp_socket is not None:
+        action = f"tcp-socket {probe.tcp_socket.host or ''}:{probe.tcp_socket.port}"
+    elif probe.grpc is not None:
+        action = f"grpc <pod>:{probe.grpc.port} {probe.grpc.service or ''}".rstrip()
+    else:
+        action = "unknown"
+    return (
+        f"{action} delay={probe.initial_delay_seconds or 0}s timeout={probe.timeout_seconds or 1}s "
+        f"period={probe.period_seconds or 10}s #success={probe.success_threshold or 1} "
+        f"#failure={probe.failure_threshold or 3}"
+    )
 
 
 def _env_value(value: str | None, source: Any) -> str:
