@@ -24,6 +24,7 @@ from .node import MachineInfo, NodeHeartbeat, default_node_ip
 from .pods import BackOffPolicy, PodWorkers
 from .runtime.base import Runtime
 from .server import AgentServer
+from .volumes import VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class AgentSettings:
     backoff: BackOffPolicy = field(default_factory=BackOffPolicy)
     max_pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
-    # The agent's own endpoint (image loading; logs and exec later); None: no endpoint (hollow nodes).
+    # The agent's own endpoint (image loading, logs and exec); None: no endpoint (hollow nodes).
     listen: str | None = "127.0.0.1:10250"
 
 
@@ -54,6 +55,7 @@ class Agent:
         machine: MachineInfo | None = None,
         pod_source: Callable[[str], Pod | None] | None = None,
         network: Network | None = None,
+        volumes: VolumeManager | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -74,6 +76,7 @@ class Agent:
             pod_source,
             backoff=settings.backoff,
             network=self.network,
+            volumes=volumes,
         )
         self.heartbeat: NodeHeartbeat | None = None
         self.server: AgentServer | None = None
@@ -106,7 +109,7 @@ class Agent:
         self.heartbeat.images = await self.runtime.images()
         if self.settings.listen:
             host, _, port = self.settings.listen.rpartition(":")
-            self.server = AgentServer(self.runtime, host.strip("[]"), int(port))
+            self.server = AgentServer(self.runtime, host.strip("[]"), int(port), client=self.client)
             self.heartbeat.agent_address = f"{host}:{await self.server.start()}"
         node = await self.heartbeat.register()
         await self.network.start(node.spec.pod_cidr)
@@ -140,6 +143,11 @@ class Agent:
         The network first forgets sandboxes that vanished while the agent was down."""
         sandboxes = await self.runtime.list_sandboxes()
         await self.network.restore(sandboxes)
+        if self.workers.volumes is not None:
+            live = {s.uid for s in sandboxes}
+            if self.informer is not None:
+                live |= {p.metadata.uid or "" for p in self.informer.cache.values()}
+            await self.workers.volumes.collect(live)
         for sandbox in sandboxes:
             key = f"{sandbox.namespace}/{sandbox.name}"
             self._uids[sandbox.uid] = key

@@ -28,6 +28,7 @@ from .network import Network, NoNetwork
 from .probes import Prober, Target
 from .runtime.base import ContainerInfo, ContainerSpec, Runtime, RuntimeFailure, SandboxInfo
 from .status import Waiting, pod_status, same_status
+from .volumes import VolumeError, VolumeManager
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,11 @@ class PodWorkers:
         backoff: BackOffPolicy | None = None,
         workers: int = 4,
         network: Network | None = None,
+        volumes: VolumeManager | None = None,
     ) -> None:
+        """``volumes`` None: pods' volumes are not set up (hollow nodes run no containers to mount into)."""
         self.client = client
+        self.volumes = volumes
         self.runtime = runtime
         self.network: Network = network or NoNetwork()
         self.node_name = node_name
@@ -122,6 +126,7 @@ class PodWorkers:
             # The API pod is gone (or was re-created under the same name): its sandbox goes too.
             await self.prober.forget(stale.uid)
             await self._remove_sandbox(stale, 0)
+            await self._remove_volumes(stale.uid)
             self._notes.pop(stale.uid, None)
         if pod is None or uid is None:
             return
@@ -134,7 +139,15 @@ class PodWorkers:
             await self.prober.forget(uid)
             return
         notes = self._notes.setdefault(uid, _PodNotes())
+        if not await self._prepare_volumes(pod, notes):
+            await self._report(pod, sandbox, notes)
+            return
         sandbox = await self._ensure_sandbox(pod, sandbox, notes)
+        if sandbox is not None and self.volumes is not None and not pod.spec.host_network:
+            try:
+                await self.volumes.write_hosts(pod, notes.ip)
+            except VolumeError as exc:
+                log.warning("hosts file of %s: %s", key, exc.message)
         if sandbox is not None:
             if await self._init_containers(pod, sandbox, notes):
                 for container in pod.spec.containers:
@@ -142,6 +155,31 @@ class PodWorkers:
             sandbox = await self._sandbox(uid)
             self.prober.ensure(pod, sandbox, notes.ip)
         await self._report(pod, sandbox, notes)
+
+    async def _prepare_volumes(self, pod: Pod, notes: _PodNotes) -> bool:
+        """Set up (or refresh: a changed ConfigMap reaches its files here) the pod's volumes before its
+        containers need them; False, with the pod waiting and a FailedMount event, while that fails."""
+        if self.volumes is None or not pod.spec.volumes:
+            return True
+        try:
+            await self.volumes.prepare(pod)
+        except VolumeError as exc:
+            await self.recorder.record(pod, "Warning", exc.reason, f"MountVolume.SetUp failed: {exc.message}")
+            for c in [*(pod.spec.init_containers or ()), *pod.spec.containers]:
+                n = notes.of(c.name)
+                if n.waiting is None or n.waiting.reason == "ContainerCreating":
+                    n.waiting = Waiting("ContainerCreating", exc.message)
+            self.queue.add_rate_limited(_key(pod))
+            return False
+        return True
+
+    async def _remove_volumes(self, uid: str) -> None:
+        if self.volumes is None:
+            return
+        try:
+            await self.volumes.remove(uid)
+        except VolumeError as exc:
+            log.warning("%s", exc.message)
 
     async def _sandbox(self, uid: str) -> SandboxInfo | None:
         return next((s for s in await self.runtime.list_sandboxes() if s.uid == uid), None)
@@ -296,6 +334,12 @@ class PodWorkers:
             )
         try:
             env = await self._env(pod, c)
+            mounts = self.volumes.mounts(pod, c) if self.volumes is not None else []
+        except VolumeError as exc:
+            n.waiting = Waiting("CreateContainerConfigError", exc.message)
+            await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc.message}")
+            self.queue.add_after(key, 1.0)
+            return
         except EnvError as exc:
             n.waiting = Waiting("CreateContainerConfigError", str(exc))
             await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc}")
@@ -309,7 +353,8 @@ class PodWorkers:
                     await self.runtime.remove_container(info)
             self._back_off(n)
         try:
-            created = await self.runtime.create_container(sandbox, pod, ContainerSpec(c, env, attempt, init))
+            spec = ContainerSpec(c, env, attempt, init, mounts)
+            created = await self.runtime.create_container(sandbox, pod, spec)
         except RuntimeFailure as exc:
             n.waiting = Waiting(exc.reason, exc.message)
             await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc.message}")
@@ -419,6 +464,7 @@ class PodWorkers:
                 await self._container_event(pod, c.name, "Normal", "Killing", f"Stopping container {c.name}")
             spent = await self._pre_stop(pod, sandbox, running, grace)
             await self._remove_sandbox(sandbox, _remaining(grace, spent))
+        await self._remove_volumes(pod.metadata.uid or "")
         self._notes.pop(pod.metadata.uid or "", None)
         try:
             await self.client.delete(

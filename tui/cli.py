@@ -31,7 +31,8 @@ from controlplane.client import ApiError, Client, ClientConfig, ClientError, Not
 from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
 
-from . import daemons, images
+from . import daemons, images, logs
+from . import exec as exec_command
 from .apply import ApplyOptions, apply, field_validation
 from .describe import describe
 from .manifests import Manifest, ManifestError, load, resolve_namespace, resource_info
@@ -124,6 +125,8 @@ Commands:
   scale         Set the replicas of a replication controller
   label         Add, change or remove labels
   annotate      Add, change or remove annotations
+  logs          Print a container's output (-f follows it)
+  exec          Run a command in a container (-i stdin, -t terminal): pea exec POD -- CMD
   config        Write a kubeconfig for pea and kubectl (config write)
   controlplane  Run the control plane (API server, scheduler, controllers)
   agent         Run the node agent: register this machine and run its pods on Podman
@@ -969,6 +972,16 @@ async def _image(ctx: _Context) -> int:
         return await images.run_image(ctx.args, ctx.out, ctx.err, client, ctx.config.token)
 
 
+async def _logs(ctx: _Context) -> int:
+    async with ctx.client() as client:
+        return await logs.run_logs(ctx.args, ctx.out, ctx.err, client, ctx.namespace)
+
+
+async def _exec(ctx: _Context) -> int:
+    async with ctx.client() as client:
+        return await exec_command.run_exec(ctx.args, ctx.out, ctx.err, ctx.stdin, client, ctx.namespace)
+
+
 async def _hollow(ctx: _Context) -> int:
     async with ctx.client() as client:
         return await daemons.run_hollow(ctx.args, ctx.out, client)
@@ -996,6 +1009,8 @@ _COMMANDS: dict[str, _Command] = {
             _setup_label,
             _metadata_command("annotations", "annotated"),
         ),
+        _Command("logs", "Print the output of a container of a pod.", logs.setup_logs, _logs),
+        _Command("exec", "Run a command in a container of a pod.", exec_command.setup_exec, _exec),
         _Command("config", "Write a kubeconfig for pea and kubectl.", _setup_config, _config),
         _Command("controlplane", "Run the control plane.", _setup_controlplane, _controlplane, client=False),
         _Command("agent", "Run the node agent on this machine.", daemons.setup_agent, _agent),

@@ -59,6 +59,11 @@ def setup_agent(p: argparse.ArgumentParser) -> None:
         help="every node's pod range; pod traffic to anything else is masqueraded (default 10.244.0.0/16)",
     )
     p.add_argument(
+        "--allow-privileged",
+        action="store_true",
+        help="let pods run privileged containers (refused by default: they own the machine)",
+    )
+    p.add_argument(
         "--cleanup",
         action="store_true",
         help="remove the pod network (nftables table, bridge, veths, address records) and exit",
@@ -80,7 +85,12 @@ async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> in
     network = _network(args)
     with stop_signals() as stop:
         runtime, cleanup = await _runtime(args)
-        agent = Agent(client, runtime, settings, network=network)
+        volumes = None
+        if args.runtime == "podman":
+            from agent.volumes import VolumeManager
+
+            volumes = VolumeManager(_data_dir(args) / "pods", client, secrets_in_memory=True)
+        agent = Agent(client, runtime, settings, network=network, volumes=volumes)
         try:
             await agent.start()
             where = f"{settings.node_name} ({settings.node_ip})"
@@ -104,15 +114,16 @@ async def _runtime(args: argparse.Namespace) -> tuple[Any, Callable[[], Awaitabl
     from agent.runtime.podman import PodmanRuntime
     from agent.runtime.podman_service import PodmanService
 
+    privileged = bool(getattr(args, "allow_privileged", False))
     if args.podman_socket:
-        return PodmanRuntime(Path(args.podman_socket), args.node_name), nothing
+        return PodmanRuntime(Path(args.podman_socket), args.node_name, allow_privileged=privileged), nothing
     service = PodmanService(
         _data_dir(args),
         root=Path(args.podman_root) if args.podman_root else None,
         runroot=Path(args.podman_runroot) if args.podman_runroot else None,
     )
     await service.start()
-    return PodmanRuntime(service.socket_path, args.node_name), service.stop
+    return PodmanRuntime(service.socket_path, args.node_name, allow_privileged=privileged), service.stop
 
 
 def _data_dir(args: argparse.Namespace) -> Path:

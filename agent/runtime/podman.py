@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from controlplane.api.core import Container, ContainerImage, Pod
+from controlplane.client.streams import ExecOptions, LogOptions, format_rfc3339
 from controlplane.quantity import cpu_millis, memory_bytes
 
 from .base import (
@@ -62,6 +63,7 @@ from .base import (
     RuntimeFailure,
     SandboxInfo,
 )
+from .podman_streams import FrameDemuxer, PodmanExec, open_upgraded, utc_timestamp_prefix
 
 __all__ = ["PodmanRuntime", "format_time", "image_candidates", "pod_sandbox_name"]
 
@@ -169,10 +171,24 @@ def exit_reason(exit_code: int, oom_killed: bool) -> str:
 
 
 def build_container_body(
-    sandbox: SandboxInfo, pod: Pod, spec: ContainerSpec, image: str, node_name: str
+    sandbox: SandboxInfo,
+    pod: Pod,
+    spec: ContainerSpec,
+    image: str,
+    node_name: str,
+    *,
+    allow_privileged: bool = False,
 ) -> dict[str, Any]:
-    """The libpod SpecGenerator for one container. Separate from the HTTP call so it can be unit-tested."""
+    """The libpod SpecGenerator for one container. Separate from the HTTP call so it can be unit-tested.
+
+    A privileged container is refused unless the node allows them, as the kubelet's
+    ``--allow-privileged`` once did: it is root on the node."""
     c: Container = spec.container
+    if c.security_context and c.security_context.privileged and not allow_privileged:
+        raise RuntimeFailure(
+            "CreateContainerConfigError",
+            "privileged containers are not allowed on this node (pea agent --allow-privileged)",
+        )
     labels = _sandbox_labels(pod, node_name)
     labels[LABEL_CONTAINER] = c.name
     labels[LABEL_ATTEMPT] = str(spec.attempt)
@@ -198,6 +214,15 @@ def build_container_body(
         body["command"] = list(c.args)
     if c.working_dir:
         body["work_dir"] = c.working_dir
+    if spec.mounts:
+        # Volumes, prepared on the node by the agent (agent/volumes.py), as plain bind mounts; a file
+        # source (the pod's /etc/hosts, a subPath file) is bound as a file. Podman leaves out its own
+        # /etc/hosts when a mount is there already.
+        body["mounts"] = [
+            {"destination": m.destination, "source": m.source, "type": "bind",
+             "options": ["rbind", "ro" if m.read_only else "rw"]}
+            for m in spec.mounts
+        ]  # fmt: skip
     resources = _resources(c)
     if resources:
         body["resource_limits"] = resources
@@ -287,10 +312,13 @@ def _demux_logs(raw: bytes) -> bytes:
 class PodmanRuntime:
     """``Runtime`` for real pods, against one node's Podman service socket."""
 
-    def __init__(self, socket_path: Path, node_name: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, socket_path: Path, node_name: str, *, timeout: float = 30.0, allow_privileged: bool = False
+    ) -> None:
         self.socket_path = Path(socket_path)
         self.node_name = node_name
         self.timeout = timeout
+        self.allow_privileged = allow_privileged
         self._client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
             base_url="http://podman" + API,
@@ -434,7 +462,7 @@ class PodmanRuntime:
         body = {
             "name": name,
             "labels": _sandbox_labels(pod, self.node_name),
-            "hostname": (pod.spec.hostname or meta.name)[:63],
+            "hostname": (pod.spec.hostname or meta.name)[:63].rstrip("-."),  # the kubelet's truncation
             "shared_namespaces": shared,
             # The agent wires the pod's own namespace (agent.network); hostNetwork pods share the node's.
             "netns": {"nsmode": "host" if pod.spec.host_network else "none"},
@@ -629,7 +657,9 @@ class PodmanRuntime:
         if found is None:
             raise self._missing_image(c.image, c.image_pull_policy or "IfNotPresent")
         image, image_id = found
-        body = build_container_body(sandbox, pod, spec, image, self.node_name)
+        body = build_container_body(
+            sandbox, pod, spec, image, self.node_name, allow_privileged=self.allow_privileged
+        )
         r = await self._call(
             "POST", "/containers/create", body=body, reason="CreateContainerError",
             what=f"create container {c.name} of pod {pod.metadata.namespace}/{pod.metadata.name}",
@@ -715,6 +745,75 @@ class PodmanRuntime:
         info = await self._call("GET", f"/exec/{session}/json", reason="RunContainerError", what=what)
         code = info.json().get("ExitCode")
         return ExecResult(int(code) if code is not None else -1, output)
+
+    # --- streaming logs and interactive exec (kubectl logs -f, kubectl exec; see podman_streams.py) ---
+
+    async def stream_logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:
+        """The container's output, chunk by chunk as Podman sends it (stdout and stderr in the order of
+        its log file), following it until the container exits if asked. Podman sends no answer at all
+        before the first line, so the request happens when iteration starts, and the caller checks
+        the container beforehand. ``limitBytes`` is the caller's. Each stream has a connection of its
+        own, outside the runtime's pool: followers, however many, never hold up the pod workers."""
+        params: dict[str, str | int] = {"stdout": "true", "stderr": "true"}
+        if options.follow:
+            params["follow"] = "true"
+        if options.tail_lines is not None:
+            params["tail"] = options.tail_lines
+        since = options.since()
+        if since is not None:
+            params["since"] = format_rfc3339(since)
+        if options.timestamps:
+            params["timestamps"] = "true"
+        what = f"logs of container {container_id[:12]}"
+        own = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)), base_url="http://podman" + API
+        )
+        try:
+            async with own, own.stream(
+                "GET", f"/containers/{container_id}/logs", params=params,
+                timeout=httpx.Timeout(None, connect=5.0),
+            ) as r:  # fmt: skip
+                if r.status_code not in _OK:
+                    await r.aread()
+                    raise RuntimeFailure("RuntimeError", f"{what}: {_error_message(r)}")
+                demux = FrameDemuxer()
+                async for chunk in r.aiter_raw():
+                    frames = [payload for _, payload in demux.feed(chunk)]
+                    if options.timestamps:
+                        frames = [utc_timestamp_prefix(f) for f in frames]
+                    if frames:
+                        yield b"".join(frames)
+                rest = b"".join(payload for _, payload in demux.flush())
+                if rest:
+                    yield rest
+        except httpx.TransportError as err:
+            raise RuntimeFailure("RuntimeUnavailable", f"{what}: {err!r}") from err
+
+    async def open_exec(self, container_id: str, options: ExecOptions) -> PodmanExec:
+        """Start ``options.command`` in the container attached to a hijacked connection (stdin only if
+        asked, a terminal if asked); the caller reads, writes and finally closes the session."""
+        what = f"exec in container {container_id[:12]}"
+        r = await self._call(
+            "POST", f"/containers/{container_id}/exec", reason="RunContainerError", what=what,
+            body={"Cmd": list(options.command), "AttachStdin": options.stdin, "AttachStdout": options.stdout,
+                  "AttachStderr": options.stderr, "Tty": options.tty},
+        )  # fmt: skip
+        session = str(r.json()["Id"])
+        reader, writer = await open_upgraded(
+            self.socket_path, f"{API}/exec/{session}/start", {"Detach": False, "Tty": options.tty},
+            timeout=self.timeout,
+        )  # fmt: skip
+
+        async def resize(width: int, height: int) -> None:
+            await self._call("POST", f"/exec/{session}/resize", params={"h": height, "w": width},
+                             reason="RuntimeError", what=f"resize {what}")  # fmt: skip
+
+        async def inspect() -> dict[str, Any]:
+            info = await self._call("GET", f"/exec/{session}/json", reason="RunContainerError", what=what)
+            data = info.json()
+            return data if isinstance(data, dict) else {}
+
+        return PodmanExec(session, reader, writer, tty=options.tty, resize=resize, inspect=inspect)
 
     # --- events ---------------------------------------------------------------------------------
 

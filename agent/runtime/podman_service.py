@@ -9,7 +9,9 @@ systemd socket unit), the agent starts its own service and owns its whole config
   exits read the same file. It sets the OCI runtime to runc (crun cannot handle this machine's hybrid
   cgroups), default rlimits at or below the sandbox's hard limits (Podman's defaults ask for more and
   every container would fail in ``setrlimit``), cgroupfs when systemd is not PID 1, and the "file"
-  events logger so the event stream works without journald.
+  events logger so the event stream works without journald. Container output goes to the "k8s-file" log
+  driver (the CRI log format, one file per container) with no size limit: ``kubectl logs`` then works
+  without journald, and no line is dropped from the file to keep it small while someone follows it.
 * An empty ``registries.conf`` through ``CONTAINERS_REGISTRIES_CONF``: no search registries, so nothing
   ever tries to resolve a short name over the network.
 * With ``root``/``runroot`` several nodes can share one machine, each with its own storage. Then the
@@ -34,6 +36,8 @@ from types import TracebackType
 
 import httpx
 
+from ..mounts import mount_points
+
 __all__ = ["PodmanService", "PodmanServiceError"]
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
@@ -54,19 +58,6 @@ def _systemd_booted() -> bool:
 def _toml_str(value: str) -> str:
     """A TOML basic string; paths are the only values we write and may contain quotes or backslashes."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _unescape_mountinfo(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in octal (``\\040``)."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and len(field[i + 1 : i + 4]) == 3 and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 class PodmanService:
@@ -165,6 +156,8 @@ class PodmanService:
             "# Written by peapod's agent (agent/runtime/podman_service.py); rewritten on every start.",
             "[containers]",
             f"default_ulimits = [{ulimits}]",
+            'log_driver = "k8s-file"',
+            "log_size_max = -1",
             "",
             "[engine]",
             'runtime = "runc"',
@@ -285,16 +278,7 @@ class PodmanService:
         if not bases:
             return []
 
-        def mounted() -> list[Path]:
-            points = []
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    point = Path(_unescape_mountinfo(line.split()[4]))
-                    if any(point == b or b in point.parents for b in bases):
-                        points.append(point)
-            return sorted(set(points), key=lambda p: len(p.parts), reverse=True)
-
-        points = await asyncio.to_thread(mounted)
+        points = await asyncio.to_thread(mount_points, *bases)
         for point in points:
             proc = await asyncio.create_subprocess_exec(
                 "umount", "--lazy", str(point),

@@ -4,11 +4,14 @@ dashboard all reach the API server only through this.
 Typed verbs take and return the API Structs. Watches are async iterators of :class:`WatchEvent`;
 ``watch`` raises :class:`~controlplane.client.errors.Gone` when the resourceVersion is too old (whether
 the server says so with HTTP 410 or with an ERROR event), so callers re-list — the informer does.
+A pod's logs are an async iterator of byte chunks as the server streams them (``logs``); exec is a
+websocket session (``exec``, see ``remotecommand.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +23,8 @@ from controlplane.api.meta import DeleteOptions, Preconditions, Status, Table, T
 from controlplane.api.registry import ResourceInfo, for_type
 
 from .errors import ApiError, Gone, TransportError, from_status
+from .remotecommand import ExecOutput, ExecSession, open_exec, run_command
+from .streams import ExecOptions, LogOptions
 
 T = TypeVar("T", bound=TopLevel)
 
@@ -95,6 +100,8 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
         self.on_warning = on_warning
+        self._headers = headers
+        self._verify = verify
         self._http = httpx.AsyncClient(
             base_url=self.server,
             headers=headers,
@@ -345,6 +352,94 @@ class Client:
         resp = await self.request("GET", path_for(info, namespace, name), params=params, accept=TABLE_ACCEPT)
         return msgspec.json.decode(resp.content, type=Table)
 
+    # --- logs and exec --------------------------------------------------------------------------
+
+    async def logs(
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        container: str | None = None,
+        follow: bool = False,
+        previous: bool = False,
+        timestamps: bool = False,
+        tail_lines: int | None = None,
+        since_seconds: int | None = None,
+        since_time: str | None = None,
+        limit_bytes: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """A container's output (``pods/{name}/log``), chunk by chunk as the server sends it; with
+        ``follow`` until the container ends or the caller stops iterating."""
+        options = LogOptions(
+            container=container,
+            follow=follow,
+            previous=previous,
+            timestamps=timestamps,
+            tail_lines=tail_lines,
+            since_seconds=since_seconds,
+            since_time=since_time,
+            limit_bytes=limit_bytes,
+        )
+        path = path_for(for_type(Pod), namespace or "default", name, "log")
+        try:
+            async with self._http.stream(
+                "GET",
+                path,
+                params=options.to_query(),
+                headers={"Accept": "text/plain, */*"},
+                timeout=httpx.Timeout(None, connect=5.0),
+            ) as resp:
+                self._warn(resp)
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise from_status(_status_of(resp))
+                async for chunk in resp.aiter_bytes():
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise TransportError(f"logs of pod {name}: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        namespace: str | None = None,
+        *,
+        container: str | None = None,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+        tty: bool = False,
+    ) -> AsyncIterator[ExecSession]:
+        """``async with client.exec("pod", ["sh"], stdin=True) as session:`` — a running command; see
+        :class:`~controlplane.client.remotecommand.ExecSession`. With a tty there is no stderr."""
+        options = ExecOptions(
+            command=list(command),
+            container=container,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr and not tty,
+            tty=tty,
+        )
+        path = path_for(for_type(Pod), namespace or "default", name, "exec")
+        session = await open_exec(self.server, path, options, self._headers, verify=self._verify)
+        async with session:
+            yield session
+
+    async def exec_output(
+        self,
+        name: str,
+        command: Sequence[str],
+        namespace: str | None = None,
+        *,
+        container: str | None = None,
+        stdin: bytes | None = None,
+    ) -> ExecOutput:
+        """Run ``command`` to completion (with ``stdin`` as its input, then EOF) and collect its output
+        and exit code."""
+        async with self.exec(name, command, namespace, container=container, stdin=stdin is not None) as s:
+            return await run_command(s, stdin)
+
     # --- watch ----------------------------------------------------------------------------------
 
     async def watch(
@@ -455,4 +550,4 @@ def _status_of(resp: httpx.Response) -> Status:
     return Status(code=resp.status_code, reason=resp.reason_phrase, message=text or resp.reason_phrase)
 
 
-__all__ = ["ApiError", "Client", "Gone", "ObjectList", "WatchEvent", "path_for"]
+__all__ = ["ApiError", "Client", "ExecOutput", "ExecSession", "Gone", "ObjectList", "WatchEvent", "path_for"]

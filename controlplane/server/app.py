@@ -2,11 +2,13 @@
 
 Routing is Kubernetes': ``/api/v1/...`` and ``/apis/{group}/{version}/...`` are resolved to a
 :class:`RequestInfo` and dispatched by HTTP method. Every error leaves as a ``Status``; bodies over
-3 MiB are refused before they are read whole; watches are streamed.
+3 MiB are refused before they are read whole; watches are streamed. ``pods/log`` and ``pods/exec`` (a
+websocket) have routes of their own and are proxied to the pod's node agent (``podproxy.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -14,7 +16,8 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from controlplane.api.meta import DeleteOptions, ListMeta, TopLevel
 from controlplane.tables import build_table
@@ -22,6 +25,7 @@ from controlplane.tables import build_table
 from . import discovery, errors, openapi
 from .auth import Authenticator
 from .handlers import API, WriteOptions, parse_list_query
+from .podproxy import PodProxy
 from .request import MAX_BODY, RequestInfo, decode_body, parse_path, wants_table
 from .watch import WatchParams, watch_stream
 from .watchcache import WatchCache
@@ -80,8 +84,13 @@ class APIServer:
         self.server_address = server_address
         self.bookmark_interval = bookmark_interval
         self.ready = False
+        self.proxy = PodProxy(api)
+        pod = "/api/v1/namespaces/{namespace}/pods/{name}"
         self.app = Starlette(
             routes=[
+                Route(pod + "/log", self._pod_log),
+                Route(pod + "/exec", self._pod_exec, methods=["GET", "POST"]),
+                WebSocketRoute(pod + "/exec", self._pod_exec_websocket),
                 Route("/version", self._version),
                 Route("/healthz", self._health),
                 Route("/livez", self._health),
@@ -176,6 +185,34 @@ class APIServer:
             return await self._not_found(request, Exception())
         return Response(body, media_type=JSON)
 
+    # --- logs and exec, through the node agent ----------------------------------------------------
+
+    async def _pod_log(self, request: Request) -> Response:
+        self._authenticate(request)
+        p = request.path_params
+        return await self.proxy.logs(request, p["namespace"], p["name"])
+
+    async def _pod_exec(self, request: Request) -> Response:
+        self._authenticate(request)
+        p = request.path_params
+        return await self.proxy.exec_without_upgrade(request, p["namespace"], p["name"])
+
+    async def _pod_exec_websocket(self, websocket: WebSocket) -> None:
+        """Refusals before the upgrade are HTTP answers with a Status body (a denial response)."""
+        p = websocket.path_params
+        try:
+            client = websocket.client.host if websocket.client else None
+            self.authenticator.authenticate(
+                websocket.url.path, websocket.headers.get("authorization"), client
+            )
+            await self.proxy.exec(websocket, p["namespace"], p["name"])
+        except errors.APIError as exc:
+            await websocket.send_denial_response(status_response(exc))
+        except Exception as exc:
+            log.exception("unexpected error serving exec for %s/%s", p["namespace"], p["name"])
+            with contextlib.suppress(Exception):
+                await websocket.send_denial_response(status_response(errors.internal(type(exc).__name__)))
+
     # --- resources ------------------------------------------------------------------------------
 
     async def _core(self, request: Request) -> Response:
@@ -197,12 +234,8 @@ class APIServer:
             if sub == "scale":
                 return json_response(await self.api.get_scale(ri))
             if sub in ("log", "exec", "attach"):
-                raise errors.APIError(
-                    errors.Status(
-                        message=f"pods/{sub} is served by the node agent, which this server cannot reach yet",
-                        reason="ServiceUnavailable",
-                        code=503,
-                    )
+                raise errors.bad_request(
+                    f"pods/{sub} is not served here: use /api/v1/namespaces/NAMESPACE/pods/NAME/log or /exec"
                 )
             return self._object_response(request, ri, await self.api.get(ri))
         opts = WriteOptions.from_query(query)

@@ -1,18 +1,21 @@
 """One control-plane process: store + watch cache + API server, and the in-process components
 (scheduler, namespace finalizer) that talk to it through the client like any other.
 
-Lifecycle: ``start()`` opens the store, makes the default namespaces, repairs allocations, starts serving
-(uvicorn), then starts the components against the server's own URL; ``stop()`` undoes it in reverse,
-each background task cancelled with a timeout.
+Lifecycle: ``start()`` opens the store, makes the default namespaces and the agents' credential (the
+Secret ``kube-system/peapod-agent-proxy``, whose token the API server shows agents when it proxies logs
+and exec), repairs allocations, starts serving (uvicorn), then starts the components against the
+server's own URL; ``stop()`` undoes it in reverse, each background task cancelled with a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,9 +23,10 @@ from pathlib import Path
 
 import uvicorn
 
-from controlplane.api.core import Event, Namespace, Node
+from controlplane.api.core import Event, Namespace, Node, Secret
 from controlplane.api.meta import ObjectMeta, parse_time
 from controlplane.api.registry import for_type
+from controlplane.client.streams import PROXY_SECRET_NAME, PROXY_SECRET_NAMESPACE, secret_token
 from controlplane.defaults import apply_defaults
 from controlplane.store.sqlite import SQLiteBackend
 
@@ -110,6 +114,7 @@ class ControlPlane:
         await self.backend.start()
         await self.cache.start()
         await self._bootstrap()
+        self.server.proxy.token = await self._agent_credential()
         try:
             family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
             sock = socket.create_server((self.settings.host, self.settings.port), family=family)
@@ -130,7 +135,8 @@ class ControlPlane:
             # Longer than clients keep idle connections (httpx: 5 s), so the server never closes one
             # just as a client reuses it.
             timeout_keep_alive=75,
-            ws="none",
+            ws="websockets-sansio",  # pods/exec
+            ws_per_message_deflate=False,
         )
         self._uvicorn = uvicorn.Server(config)
         serve = asyncio.create_task(self._uvicorn.serve(sockets=[sock]), name="apiserver")
@@ -183,6 +189,7 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 10)
         self._tasks.clear()
+        await self.server.proxy.close()
         await self.backend.close()
 
     async def _bootstrap(self) -> None:
@@ -199,6 +206,42 @@ class ControlPlane:
         await self.api.pod_cidrs.repair(
             (n.spec.pod_cidr, n.metadata.name or "") for n in nodes if isinstance(n, Node) and n.spec.pod_cidr
         )
+
+    async def _agent_credential(self) -> str:
+        """The token of ``kube-system/peapod-agent-proxy``, made (random, 256 bits) if missing. Several
+        API servers on one store race to make it; whoever loses reads the winner's."""
+        info = for_type(Secret)
+        for _ in range(5):
+            existing = await self.storage.try_get(info, PROXY_SECRET_NAMESPACE, PROXY_SECRET_NAME)
+            if isinstance(existing, Secret):
+                token = secret_token(existing.data if isinstance(existing.data, dict) else None)
+                if token is not None:
+                    return token
+            token = secrets.token_urlsafe(32)
+            data = {"token": base64.b64encode(token.encode()).decode()}
+            try:
+                if isinstance(existing, Secret):  # there, but without a usable token: give it one
+                    existing.data = data
+                    await self.storage.update(info, existing, int(existing.metadata.resource_version or 0))
+                else:
+                    secret = Secret(
+                        metadata=ObjectMeta(
+                            name=PROXY_SECRET_NAME,
+                            namespace=PROXY_SECRET_NAMESPACE,
+                            labels={"app.kubernetes.io/managed-by": "peapod"},
+                        ),
+                        type="Opaque",
+                        data=data,
+                    )
+                    self.api._prepare_create(info, secret)
+                    apply_defaults(secret)
+                    await self.storage.create(info, secret)
+            except errors.APIError as exc:
+                if exc.status.reason not in ("AlreadyExists", "Conflict"):
+                    raise
+                continue
+            return token
+        raise ControlPlaneError(f"cannot make the Secret {PROXY_SECRET_NAMESPACE}/{PROXY_SECRET_NAME}")
 
     async def _sweep_events(self) -> None:
         """Events expire after the TTL (like etcd leases in Kubernetes), so crash loops cannot fill it."""

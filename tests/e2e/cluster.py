@@ -19,6 +19,7 @@ from agent.pods import BackOffPolicy
 from agent.runtime.images import BUSYBOX_IMAGE
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
+from agent.volumes import VolumeManager
 from controlplane.api import Event, Pod
 from controlplane.client import Client
 from controlplane.server.controlplane import ControlPlane, Settings
@@ -36,7 +37,7 @@ async def cluster(
     cp = ControlPlane(Settings(data_dir=tmp / "cp", listen="127.0.0.1:0", event_sweep_interval=3600))
     await cp.start()
     client = Client(cp.url)
-    agent = start_agent(client, service, network, node_ip)
+    agent = start_agent(client, service, network, node_ip, tmp / "agent")
     try:
         await agent.start()
         yield client, agent, cp
@@ -47,8 +48,13 @@ async def cluster(
 
 
 def start_agent(
-    client: Client, service: PodmanService, network: Network | None = None, node_ip: str = "127.0.0.1"
+    client: Client,
+    service: PodmanService,
+    network: Network | None = None,
+    node_ip: str = "127.0.0.1",
+    data_dir: Path | None = None,
 ) -> Agent:
+    """The test node's agent; with ``data_dir`` its pods' volumes live there (none without)."""
     settings = AgentSettings(
         node_name=NODE,
         node_ip=node_ip,
@@ -58,7 +64,8 @@ def start_agent(
         resync_interval=1.0,
         backoff=FAST,
     )
-    return Agent(client, PodmanRuntime(service.socket_path, NODE), settings, network=network)
+    volumes = VolumeManager(data_dir / "pods", client) if data_dir is not None else None
+    return Agent(client, PodmanRuntime(service.socket_path, NODE), settings, network=network, volumes=volumes)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30) -> Any:

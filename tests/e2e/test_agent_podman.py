@@ -137,7 +137,7 @@ async def test_agent_restart_adopts_and_catches_up(
         # While the agent is down: one pod is created, another deleted for good.
         await client.create(manifest("newcomer", sh("app", "exec sleep 600")))
         await client.delete(Pod, "goner", "default", grace_period_seconds=0)
-        second = start_agent(client, podman_service)
+        second = start_agent(client, podman_service, data_dir=tmp_path / "agent")
         await second.start()
         try:
             await eventually(lambda: running(client, "newcomer"), "the pod created while the agent was down")

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
-from controlplane.api import Pod
+from controlplane.api import ConfigMap, ObjectMeta, Pod, Secret
 from controlplane.client import Client, NotFound
 
 from .cluster import cluster, eventually, get, manifest, reasons, running, sh
@@ -131,3 +132,61 @@ async def test_pre_stop_runs_before_sigterm(
             runtime.remove_sandbox = original  # type: ignore[method-assign]
         lines = log_seen[0].decode().split()
         assert lines == ["started", "pre-stop-ran", "got-sigterm"], lines
+
+
+async def test_init_container_fills_an_empty_dir_and_config_follows_its_objects(
+    podman_service: PodmanService, make_pod: MakePod, tmp_path: Path
+) -> None:
+    async with cluster(podman_service, tmp_path) as (client, agent, _):
+        await client.create(ConfigMap(metadata=ObjectMeta(name="settings"), data={"mode": "blue"}))
+        secret = base64.b64encode(b"s3cret").decode()
+        await client.create(Secret(metadata=ObjectMeta(name="creds"), data={"password": secret}))
+        init = sh(
+            "fill",
+            "echo made-by-init > /data/index.html",
+            volumeMounts=[{"name": "www", "mountPath": "/data"}],
+        )
+        web = sh(
+            "web",
+            "exec httpd -f -p 8080 -h /data",
+            volumeMounts=[
+                {"name": "www", "mountPath": "/data"},
+                {"name": "settings", "mountPath": "/etc/settings"},
+                {"name": "creds", "mountPath": "/etc/creds"},
+            ],
+        )
+        volumes = [
+            {"name": "www", "emptyDir": {}},
+            {"name": "settings", "configMap": {"name": "settings"}},
+            {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+        ]
+        await client.create(manifest("filled", web, initContainers=[init], volumes=volumes))
+        pod = await eventually(lambda: running(client, "filled"), "running after the init container")
+        runtime = agent.runtime
+        assert isinstance(runtime, PodmanRuntime)
+        box = await agent.workers._sandbox(pod.metadata.uid or "")
+        info = box.latest("web") if box is not None else None
+        assert info is not None
+
+        async def run(*command: str) -> str:
+            return (await runtime.exec(info, list(command))).output.decode().strip()
+
+        assert await run("wget", "-qO-", "http://127.0.0.1:8080/") == "made-by-init"
+        assert await run("cat", "/etc/settings/mode") == "blue"
+        assert await run("cat", "/etc/creds/password") == "s3cret"
+        assert await run("stat", "-L", "-c", "%a", "/etc/creds/password") == "400"
+        inits = (await get(client, "filled")).status.init_container_statuses or []
+        assert inits[0].state and inits[0].state.terminated and inits[0].state.terminated.exit_code == 0
+
+        await client.patch(ConfigMap, "settings", {"data": {"mode": "green"}}, "default")
+
+        async def updated() -> bool:
+            return await run("cat", "/etc/settings/mode") == "green"
+
+        await eventually(updated, "the running container to see the ConfigMap's new value")
+        await client.delete(Pod, "filled", "default")
+
+        async def volumes_gone() -> bool:
+            return not (tmp_path / "agent" / "pods" / (pod.metadata.uid or "")).exists()
+
+        await eventually(volumes_gone, "the pod's volumes removed with it")

@@ -211,7 +211,7 @@ async def test_agent_restart_keeps_addresses_and_connectivity(
         # Pods keep their network while no agent runs...
         assert "still-here" in (await page(nodenet.node, ip) or "")
         second_network = bridge(tmp_path, nodenet)
-        second = start_agent(client, podman_service, second_network, nodenet.node_ip)
+        second = start_agent(client, podman_service, second_network, nodenet.node_ip, tmp_path / "agent")
         await second.start()
         try:
             # ...and the next agent adopts them without re-wiring: same address, same veth, same rules.
