@@ -7,31 +7,19 @@ ordering of hooks and stops) is tested fast; the real Podman path is in tests/e2
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import pytest
 
 from agent.agent import Agent
-from agent.hollow import HOLLOW_MACHINE
 from agent.runtime.hollow import HollowRuntime
 from controlplane.api import Pod
 from controlplane.client import Client, NotFound
 from tests.support import eventually
 
-from .test_agent_hollow import reasons, settings, status_of
+from .test_agent_hollow import _phase, node, reasons, status_of
 
-
-@pytest.fixture
-async def node(client: Client) -> AsyncIterator[tuple[Agent, HollowRuntime]]:
-    runtime = HollowRuntime("node-1")
-    agent = Agent(client, runtime, settings(), machine=HOLLOW_MACHINE)
-    await agent.start()
-    try:
-        yield agent, runtime
-    finally:
-        await agent.stop()
+__all__ = ["node"]  # the shared fixture, used by name
 
 
 def exec_probe(command: str, **fields: Any) -> dict[str, Any]:
@@ -275,8 +263,3 @@ async def test_a_failing_post_start_hook_kills_the_container(
 
 async def _equals(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
-
-
-async def _phase(client: Client, name: str, phase: str) -> Pod | None:
-    p = await status_of(client, name)
-    return p if p.status.phase == phase else None

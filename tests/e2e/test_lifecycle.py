@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.agent import Agent
+from agent.runtime.base import ContainerInfo
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
 from controlplane.api import ConfigMap, ObjectMeta, Pod, Secret
@@ -19,6 +21,14 @@ from .conftest import MakePod
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 HTTPD = "mkdir -p /var/www && exec httpd -f -p 8080 -h /var/www"
+
+
+async def latest(agent: Agent, pod: Pod, container: str) -> ContainerInfo:
+    """The newest attempt of ``container`` in the pod's sandbox, as the agent's runtime lists it."""
+    box = await agent.workers._sandbox(pod.metadata.uid or "")
+    info = box.latest(container) if box is not None else None
+    assert info is not None, f"no {container} in the sandbox of {pod.metadata.name}"
+    return info
 
 
 async def ready(client: Client, name: str) -> bool:
@@ -36,9 +46,7 @@ async def test_readiness_probe_gates_ready_and_liveness_restarts(
         pod = await eventually(lambda: running(client, "gated"), "running")
         runtime = agent.runtime
         assert isinstance(runtime, PodmanRuntime)
-        box = await agent.workers._sandbox(pod.metadata.uid or "")
-        info = box.latest("web") if box is not None else None
-        assert info is not None
+        info = await latest(agent, pod, "web")
 
         async def probed_unhealthy() -> bool:
             return "Unhealthy" in await reasons(client, "gated")
@@ -86,9 +94,7 @@ async def test_tcp_startup_probe_and_post_start_hook(
         assert (pod.status.container_statuses or [])[0].restart_count == 0
         runtime = agent.runtime
         assert isinstance(runtime, PodmanRuntime)
-        box = await agent.workers._sandbox(pod.metadata.uid or "")
-        info = box.latest("app") if box is not None else None
-        assert info is not None
+        info = await latest(agent, pod, "app")
         assert (await runtime.exec(info, ["cat", "/tmp/post-start"])).output.strip() == b"hooked"
 
 
@@ -104,9 +110,7 @@ async def test_pre_stop_runs_before_sigterm(
         pod = await eventually(lambda: running(client, "polite"), "running")
         runtime = agent.runtime
         assert isinstance(runtime, PodmanRuntime)
-        box = await agent.workers._sandbox(pod.metadata.uid or "")
-        info = box.latest("app") if box is not None else None
-        assert info is not None
+        info = await latest(agent, pod, "app")
         log_seen: list[bytes] = []
         original = runtime.remove_sandbox
 
@@ -164,9 +168,7 @@ async def test_init_container_fills_an_empty_dir_and_config_follows_its_objects(
         pod = await eventually(lambda: running(client, "filled"), "running after the init container")
         runtime = agent.runtime
         assert isinstance(runtime, PodmanRuntime)
-        box = await agent.workers._sandbox(pod.metadata.uid or "")
-        info = box.latest("web") if box is not None else None
-        assert info is not None
+        info = await latest(agent, pod, "web")
 
         async def run(*command: str) -> str:
             return (await runtime.exec(info, list(command))).output.decode().strip()
