@@ -920,6 +920,7 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler in this process")
     p.add_argument("--no-controllers", action="store_true", help="do not run the controllers in this process")
+    daemons.controller_options(p)
 
 
 async def _controlplane(ctx: _Context) -> int:
@@ -940,6 +941,7 @@ async def _controlplane(ctx: _Context) -> int:
         compact_keep_revisions=args.history_revisions,
         scheduler=not args.no_scheduler,
         controllers=not args.no_controllers,
+        controller=daemons.controller_settings(args),
     )
     try:
         cp = ControlPlane(settings)
@@ -982,6 +984,11 @@ async def _exec(ctx: _Context) -> int:
         return await exec_command.run_exec(ctx.args, ctx.out, ctx.err, ctx.stdin, client, ctx.namespace)
 
 
+async def _controller_manager(ctx: _Context) -> int:
+    async with ctx.client() as client:
+        return await daemons.run_controller_manager(ctx.args, ctx.out, client)
+
+
 async def _hollow(ctx: _Context) -> int:
     async with ctx.client() as client:
         return await daemons.run_hollow(ctx.args, ctx.out, client)
@@ -1014,6 +1021,12 @@ _COMMANDS: dict[str, _Command] = {
         _Command("config", "Write a kubeconfig for pea and kubectl.", _setup_config, _config),
         _Command("controlplane", "Run the control plane.", _setup_controlplane, _controlplane, client=False),
         _Command("agent", "Run the node agent on this machine.", daemons.setup_agent, _agent),
+        _Command(
+            "controller-manager",
+            "Run the controllers against an API server.",
+            daemons.controller_options,
+            _controller_manager,
+        ),
         _Command("hollow-nodes", "Run simulated nodes (no containers).", daemons.setup_hollow, _hollow),
         _Command("image", "Send an image archive to nodes (image load FILE).", images.setup_image, _image),
     )

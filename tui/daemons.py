@@ -1,4 +1,5 @@
-"""The long-running ``pea`` commands: ``agent`` (one node) and ``hollow-nodes`` (many simulated nodes).
+"""The long-running ``pea`` commands: ``agent`` (one node), ``hollow-nodes`` (many simulated nodes) and
+``controller-manager`` (the controllers, as their own process).
 
 Each runs until SIGINT or SIGTERM and then stops cleanly: heartbeats end, workers are cancelled, and an
 agent that started its own Podman service stops it (pods keep running; the next agent adopts them).
@@ -19,6 +20,7 @@ from controlplane.client import Client
 
 if TYPE_CHECKING:
     from agent.network.bridge import BridgeNetwork
+    from controlplane.controllers.manager import ControllerSettings
 
 
 @contextlib.contextmanager
@@ -164,4 +166,62 @@ async def run_hollow(args: argparse.Namespace, out: TextIO, client: Client) -> i
             await stop.wait()
         finally:
             await nodes.stop()
+    return 0
+
+
+def controller_options(p: argparse.ArgumentParser) -> None:
+    """The controllers' flags, shared by ``pea controlplane`` and ``pea controller-manager``."""
+    p.add_argument(
+        "--node-monitor-grace-period",
+        type=float,
+        default=50.0,
+        metavar="SECONDS",
+        help="a node silent this long becomes Ready=Unknown and unreachable (default 50)",
+    )
+    p.add_argument(
+        "--node-monitor-period",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often node heartbeats are checked (default 5)",
+    )
+    p.add_argument(
+        "--endpoints-batch-period",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="how long pod changes are gathered before a Service's Endpoints are written (default 0.5)",
+    )
+    p.add_argument("--workers", type=int, default=5, help="workers per controller (default 5)")
+
+
+def controller_settings(args: argparse.Namespace) -> ControllerSettings:
+    from controlplane.controllers.manager import ControllerSettings
+
+    for flag in ("node_monitor_grace_period", "node_monitor_period", "endpoints_batch_period"):
+        if getattr(args, flag) <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive")
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    return ControllerSettings(
+        workers=args.workers,
+        node_monitor_grace_period=args.node_monitor_grace_period,
+        node_monitor_period=args.node_monitor_period,
+        endpoints_batch_period=args.endpoints_batch_period,
+    )
+
+
+async def run_controller_manager(args: argparse.Namespace, out: TextIO, client: Client) -> int:
+    from controlplane.controllers.manager import ControllerManager
+
+    manager = ControllerManager(client, controller_settings(args))
+    with stop_signals() as stop:
+        try:
+            await client.request("GET", "/version")
+            await manager.start()
+            print(f"peapod controller-manager running against {client.server}; Ctrl-C stops it", file=out)
+            out.flush()
+            await stop.wait()
+        finally:
+            await manager.stop()
     return 0

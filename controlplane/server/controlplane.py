@@ -1,5 +1,5 @@
 """One control-plane process: store + watch cache + API server, and the in-process components
-(scheduler, namespace finalizer) that talk to it through the client like any other.
+(scheduler, controller-manager) that talk to it through the client like any other.
 
 Lifecycle: ``start()`` opens the store, makes the default namespaces and the agents' credential (the
 Secret ``kube-system/peapod-agent-proxy``, whose token the API server shows agents when it proxies logs
@@ -27,6 +27,7 @@ from controlplane.api.core import Event, Namespace, Node, Secret
 from controlplane.api.meta import ObjectMeta, parse_time
 from controlplane.api.registry import for_type
 from controlplane.client.streams import PROXY_SECRET_NAME, PROXY_SECRET_NAMESPACE, secret_token
+from controlplane.controllers.manager import ControllerManager, ControllerSettings
 from controlplane.defaults import apply_defaults
 from controlplane.store.sqlite import SQLiteBackend
 
@@ -62,6 +63,7 @@ class Settings:
     watch_cache_capacity: int = 10_000
     scheduler: bool = True
     controllers: bool = True
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
 
     @property
     def host(self) -> str:
@@ -106,6 +108,7 @@ class ControlPlane:
         )
         self.admin_token = next((t for t, u in (tokens or {}).items() if "system:masters" in u.groups), None)
         self._uvicorn: uvicorn.Server | None = None
+        self.controllers: ControllerManager | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._components: list[Callable[[], Awaitable[None]]] = []
         self.url = ""
@@ -168,11 +171,9 @@ class ControlPlane:
             await scheduler.start()
             self._components.append(scheduler.stop)
         if self.settings.controllers:
-            from controlplane.controllers.namespace import NamespaceController
-
-            namespaces = NamespaceController(client)
-            await namespaces.start()
-            self._components.append(namespaces.stop)
+            self.controllers = ControllerManager(client, self.settings.controller)
+            self._components.append(self.controllers.stop)
+            await self.controllers.start()
 
     async def stop(self) -> None:
         self.server.ready = False
