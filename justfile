@@ -41,10 +41,11 @@ up:
 test *ARGS:
     "{{bin}}/python" -m pytest -q -p no:cacheprovider {{ARGS}}
 
-# Benchmarks (the API, then pod start on real Podman as root): figures and the command that reproduces them.
+# Benchmarks (the API, pod start on real Podman as root, an RC scaled 0 -> 500 on hollow nodes): figures and the command that reproduces them.
 bench:
     "{{bin}}/python" bench/bench_api.py
     "{{bin}}/python" bench/bench_pods.py
+    "{{bin}}/python" bench/bench_rc.py
 
 # ruff (lint + format check) and mypy.
 lint:

@@ -31,7 +31,7 @@ from controlplane.client import ApiError, Client, ClientConfig, ClientError, Not
 from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
 
-from . import daemons, images, logs
+from . import daemons, images, logs, nodes
 from . import exec as exec_command
 from .apply import ApplyOptions, apply, field_validation
 from .describe import describe
@@ -123,12 +123,15 @@ Commands:
   describe      Show one object in detail, with its events
   delete        Delete objects by name, label selector or manifest
   scale         Set the replicas of a replication controller
+  cordon        Mark a node unschedulable (uncordon: schedulable again)
+  drain         Cordon a node and evict its pods, waiting until they are gone
   label         Add, change or remove labels
   annotate      Add, change or remove annotations
   logs          Print a container's output (-f follows it)
   exec          Run a command in a container (-i stdin, -t terminal): pea exec POD -- CMD
   config        Write a kubeconfig for pea and kubectl (config write)
   controlplane  Run the control plane (API server, scheduler, controllers)
+  controller-manager  Run the controllers alone against an API server (-s URL)
   agent         Run the node agent: register this machine and run its pods on Podman
   hollow-nodes  Run simulated nodes in one process (scale tests; no containers)
   image         Send an image archive to nodes through their agents (image load FILE)
@@ -682,6 +685,13 @@ def _setup_delete(p: argparse.ArgumentParser) -> None:
     p.add_argument("--now", action="store_true", help="signal the pods to stop at once (grace period 1)")
     p.add_argument("--force", action="store_true", help="with --grace-period=0: remove without waiting")
     p.add_argument("--ignore-not-found", action="store_true", help="treat a missing object as deleted")
+    p.add_argument(
+        "--cascade",
+        default="background",
+        metavar="background|orphan|foreground",
+        help="what happens to the dependents (e.g. an RC's pods): deleted after the owner (background, "
+        "the default), before it (foreground) or kept without the owner (orphan)",
+    )
     p.set_defaults(command_name="delete")
 
 
@@ -707,6 +717,22 @@ def _grace(args: argparse.Namespace, err: TextIO) -> int | None:
 
 async def _delete(ctx: _Context) -> int:
     args = ctx.args
+    # kubectl's --cascade: a propagation policy, or the deprecated booleans.
+    cascade = str(args.cascade).lower()
+    policies = {"background": "Background", "orphan": "Orphan", "foreground": "Foreground"}
+    if cascade in ("true", "false"):
+        replacement = "background" if cascade == "true" else "orphan"
+        print(
+            f"warning: --cascade={cascade} is deprecated (boolean value) and can be replaced with "
+            f"--cascade={replacement}.",
+            file=ctx.err,
+        )
+        cascade = replacement
+    if cascade not in policies:
+        raise UsageError(
+            f'invalid cascade value ({args.cascade}). Must be "background", "foreground", or "orphan".'
+        )
+    policy = policies[cascade]
     grace = _grace(args, ctx.err)
     verb = "force deleted" if args.force and grace == 0 else "deleted"
     items: list[tuple[ResourceInfo, str, str | None, str | None]] = []  # info, name, namespace, source
@@ -738,7 +764,7 @@ async def _delete(ctx: _Context) -> int:
         for info, name, ns, source in items:
             try:
                 await client.delete(
-                    info.type, name, ns, grace_period_seconds=grace, propagation_policy="Background"
+                    info.type, name, ns, grace_period_seconds=grace, propagation_policy=policy
                 )
             except NotFound as exc:
                 if args.ignore_not_found:
@@ -920,6 +946,20 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler in this process")
     p.add_argument("--no-controllers", action="store_true", help="do not run the controllers in this process")
+    p.add_argument(
+        "--default-not-ready-toleration-seconds",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="tolerationSeconds new pods get for the node.kubernetes.io/not-ready NoExecute taint",
+    )
+    p.add_argument(
+        "--default-unreachable-toleration-seconds",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="tolerationSeconds new pods get for the node.kubernetes.io/unreachable NoExecute taint",
+    )
     daemons.controller_options(p)
 
 
@@ -931,6 +971,9 @@ async def _controlplane(ctx: _Context) -> int:
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise UsageError(f'--listen must be HOST:PORT, got "{args.listen}"')
+    for flag in ("default_not_ready_toleration_seconds", "default_unreachable_toleration_seconds"):
+        if getattr(args, flag) < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more")
     settings = Settings(
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         listen=args.listen,
@@ -942,6 +985,8 @@ async def _controlplane(ctx: _Context) -> int:
         scheduler=not args.no_scheduler,
         controllers=not args.no_controllers,
         controller=daemons.controller_settings(args),
+        default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
     )
     try:
         cp = ControlPlane(settings)
@@ -1018,6 +1063,9 @@ _COMMANDS: dict[str, _Command] = {
         ),
         _Command("logs", "Print the output of a container of a pod.", logs.setup_logs, _logs),
         _Command("exec", "Run a command in a container of a pod.", exec_command.setup_exec, _exec),
+        _Command("cordon", "Mark a node unschedulable.", nodes.setup_cordon, nodes.cordon),
+        _Command("uncordon", "Mark a node schedulable again.", nodes.setup_cordon, nodes.uncordon),
+        _Command("drain", "Cordon a node and evict its pods.", nodes.setup_drain, nodes.drain),
         _Command("config", "Write a kubeconfig for pea and kubectl.", _setup_config, _config),
         _Command("controlplane", "Run the control plane.", _setup_controlplane, _controlplane, client=False),
         _Command("agent", "Run the node agent on this machine.", daemons.setup_agent, _agent),

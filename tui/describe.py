@@ -479,7 +479,7 @@ async def _pods_status(client: Client, rc: ReplicationController) -> str:
         pods = (await client.list(Pod, rc.metadata.namespace, label_selector=label_selector)).items
         for pod in pods:
             owner = next((o for o in pod.metadata.owner_references or [] if o.controller), None)
-            if owner is not None and owner.uid != rc.metadata.uid:
+            if owner is None or owner.uid != rc.metadata.uid:
                 continue
             phase = pod.status.phase or "Pending"
             if phase in counts:

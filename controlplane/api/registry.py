@@ -107,7 +107,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         PodList,
         namespaced=True,
         short_names=("po",),
-        subresources=frozenset({"status", "binding", "log", "exec", "attach"}),
+        subresources=frozenset({"status", "binding", "eviction", "log", "exec", "attach"}),
         categories=("all",),
     ),
     ResourceInfo(

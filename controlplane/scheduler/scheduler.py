@@ -408,11 +408,28 @@ def selector_spread(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
     return [MAX_SCORE if most == 0 else MAX_SCORE * (most - c) / most for c in counts]
 
 
+def taint_toleration_score(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
+    """Prefer nodes with fewer PreferNoSchedule taints the pod does not tolerate (kube-scheduler's
+    TaintToleration score): the node with the most such taints scores 0, one without any 100."""
+    counts = [
+        sum(
+            1
+            for taint in n.node.spec.taints or ()
+            if taint.effect == "PreferNoSchedule" and not _tolerated(pod.pod, taint)
+        )
+        for n in nodes
+    ]
+    most = max(counts, default=0)
+    return [MAX_SCORE if most == 0 else MAX_SCORE * (most - c) / most for c in counts]
+
+
 # Spreading weighs double (as PodTopologySpread does in kube-scheduler): replicas prefer distinct nodes
-# over packing onto the largest one, while resources still decide between equally spread choices.
+# over packing onto the largest one, while resources still decide between equally spread choices. An
+# untolerated PreferNoSchedule taint weighs most (kube-scheduler's TaintToleration weight is 3 too).
 DEFAULT_SCORES: tuple[Score, ...] = (
     Score("NodeResourcesLeastAllocated", 1.0, least_requested),
     Score("SelectorSpread", 2.0, selector_spread),
+    Score("TaintToleration", 3.0, taint_toleration_score),
 )
 
 # --- the decision --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from controlplane.api.meta import DeleteOptions, ListMeta, TopLevel
+from controlplane.api.policy import PROTOBUF, ProtobufError, decode_protobuf
 from controlplane.tables import build_table
 
 from . import discovery, errors, openapi
@@ -64,6 +65,17 @@ async def read_body(request: Request) -> bytes:
             raise errors.too_large(MAX_BODY)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _delete_body(body: bytes, content_type: str, what: str) -> Any:
+    """An Eviction or DeleteOptions as JSON/YAML, or as protobuf: client-go's typed clients (``kubectl
+    drain``, with or without evictions) send those."""
+    if content_type.split(";", 1)[0].strip().lower() == PROTOBUF:
+        try:
+            return decode_protobuf(body)
+        except ProtobufError as exc:
+            raise errors.bad_request(f"invalid protobuf {what}: {exc}") from None
+    return decode_body(body, content_type, what)
 
 
 class APIServer:
@@ -228,6 +240,8 @@ class APIServer:
         query = dict(request.query_params)
         method = request.method
         sub = ri.subresource
+        if sub == "eviction" and method != "POST":
+            raise errors.method_not_allowed(method.lower(), f"{ri.info.plural}/eviction")
         if method == "GET":
             if ri.name is None:
                 return await self._list_or_watch(request, ri, query)
@@ -248,6 +262,9 @@ class APIServer:
             return self._object_response(request, ri, await self.api.delete(ri, options, opts))
         body = await read_body(request)
         content_type = request.headers.get("content-type", JSON)
+        if method == "POST" and sub == "eviction":
+            evicted = await self.api.evict(ri, _delete_body(body, content_type, "Eviction"), opts)
+            return json_response(evicted, 201, opts.warnings)
         if method == "PATCH":
             if ri.name is None:
                 raise errors.method_not_allowed("patch", ri.info.plural)
@@ -270,7 +287,7 @@ class APIServer:
         body = await read_body(request)
         options = DeleteOptions()
         if body.strip():
-            raw = decode_body(body, request.headers.get("content-type", JSON), "delete options")
+            raw = _delete_body(body, request.headers.get("content-type", JSON), "delete options")
             try:
                 options = msgspec.convert(raw, DeleteOptions)
             except msgspec.ValidationError as exc:
@@ -282,6 +299,11 @@ class APIServer:
                 raise errors.bad_request("gracePeriodSeconds must be an integer") from None
         if "propagationPolicy" in query:
             options.propagation_policy = query["propagationPolicy"]
+        if "orphanDependents" in query:
+            value = query["orphanDependents"].lower()  # Go's strconv.ParseBool
+            if value not in ("true", "t", "1", "false", "f", "0"):
+                raise errors.bad_request(f'orphanDependents "{query["orphanDependents"]}" is not a boolean')
+            options.orphan_dependents = value in ("true", "t", "1")
         return options
 
     async def _list_or_watch(self, request: Request, ri: RequestInfo, query: dict[str, str]) -> Response:

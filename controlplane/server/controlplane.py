@@ -32,6 +32,7 @@ from controlplane.defaults import apply_defaults
 from controlplane.store.sqlite import SQLiteBackend
 
 from . import errors
+from .admission import DefaultTolerationSeconds
 from .allocators import pod_cidr_allocator
 from .app import APIServer
 from .auth import Authenticator, is_loopback, load_token_file
@@ -64,6 +65,10 @@ class Settings:
     scheduler: bool = True
     controllers: bool = True
     controller: ControllerSettings = field(default_factory=ControllerSettings)
+    #: tolerationSeconds the DefaultTolerationSeconds admission gives new pods for the NoExecute
+    #: ``node.kubernetes.io/not-ready`` and ``node.kubernetes.io/unreachable`` taints.
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
 
     @property
     def host(self) -> str:
@@ -101,7 +106,11 @@ class ControlPlane:
         self.storage = ObjectStorage(self.backend)
         self.cache = WatchCache(self.backend, capacity=settings.watch_cache_capacity)
         self.api = API(
-            self.storage, pod_cidr_allocator(self.backend, settings.cluster_cidr, settings.node_cidr_prefix)
+            self.storage,
+            pod_cidr_allocator(self.backend, settings.cluster_cidr, settings.node_cidr_prefix),
+            DefaultTolerationSeconds(
+                settings.default_not_ready_toleration_seconds, settings.default_unreachable_toleration_seconds
+            ),
         )
         self.server = APIServer(
             self.api, self.cache, Authenticator(tokens), bookmark_interval=settings.bookmark_interval

@@ -28,6 +28,7 @@ _SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],
     "scale": ["get", "patch", "update"],
     "binding": ["create"],
+    "eviction": ["create"],
     "log": ["get"],
     "exec": ["create", "get"],
     "attach": ["create", "get"],
@@ -87,9 +88,9 @@ def resource_list(group_version: str) -> APIResourceList | None:
             )
         )
         for sub in sorted(r.subresources):
-            kind = {"scale": "Scale", "binding": "Binding"}.get(sub, r.kind)
-            group = "autoscaling" if sub == "scale" else None
-            version = "v1" if sub == "scale" else None
+            kind = {"scale": "Scale", "binding": "Binding", "eviction": "Eviction"}.get(sub, r.kind)
+            group = {"scale": "autoscaling", "eviction": "policy"}.get(sub)
+            version = "v1" if sub in ("scale", "eviction") else None
             out.append(
                 APIResource(
                     name=f"{r.plural}/{sub}",

@@ -1,5 +1,5 @@
 """The REST verbs: list, get, create, replace, patch, delete, deletecollection, and the subresources
-status, binding and scale.
+status, binding, scale and eviction.
 
 Every write goes through the same steps, in the order kube-apiserver uses: decode (with the field
 validation mode) → set server-owned metadata → default → validate → admission (namespace exists,
@@ -36,6 +36,7 @@ from controlplane.api.core import (
     Service,
 )
 from controlplane.api.meta import DeleteOptions, ObjectMeta, StatusCause, StatusDetails, TopLevel, now
+from controlplane.api.policy import Eviction
 from controlplane.api.registry import ResourceInfo, by_kind
 from controlplane.defaults import apply_defaults
 from controlplane.patch import PatchError, apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
@@ -51,6 +52,7 @@ from controlplane.selectors import (
 )
 
 from . import errors
+from .admission import DefaultTolerationSeconds
 from .allocators import AllocationError, RangeAllocator
 from .request import RequestInfo, decode_body
 from .storage import ObjectStorage, encode, parse_rv
@@ -151,9 +153,16 @@ def _time_after(seconds: int) -> str:
 class API:
     """The verbs, over typed storage. One instance per server process."""
 
-    def __init__(self, storage: ObjectStorage, pod_cidrs: RangeAllocator[str]) -> None:
+    def __init__(
+        self,
+        storage: ObjectStorage,
+        pod_cidrs: RangeAllocator[str],
+        admission: DefaultTolerationSeconds | None = None,
+    ) -> None:
         self.storage = storage
         self.pod_cidrs = pod_cidrs
+        # Mutating admission of new pods (Kubernetes enables DefaultTolerationSeconds by default).
+        self.admission = admission if admission is not None else DefaultTolerationSeconds()
         # Hooks other parts of the control plane add (service IP allocation, ...): kind → callable.
         self.create_hooks: dict[
             str, Callable[[TopLevel], Awaitable[Callable[[], Awaitable[None]] | None]]
@@ -222,6 +231,8 @@ class API:
                 info.group,
             )
         self._prepare_create(info, obj)
+        if isinstance(obj, Pod):
+            self.admission.admit(obj)
         await self._admit_namespace(info, m.namespace)
         for attempt in range(8):
             if m.generate_name and (attempt or not m.name):
@@ -445,8 +456,13 @@ class API:
         if isinstance(obj, Namespace):
             return not obj.spec.finalizers
         if isinstance(obj, Pod):
-            # A graceful pod deletion is finished by its node agent (a delete with grace 0).
-            return obj.spec.node_name is None or obj.status.phase in ("Succeeded", "Failed")
+            # A graceful pod deletion is finished by its node agent (a delete with grace 0, which
+            # leaves deletionGracePeriodSeconds at 0 while finalizers are pending).
+            return (
+                obj.spec.node_name is None
+                or obj.status.phase in ("Succeeded", "Failed")
+                or m.deletion_grace_period_seconds == 0
+            )
         return True
 
     # --- subresources ---------------------------------------------------------------------------
@@ -522,10 +538,31 @@ class API:
         await self.storage.guaranteed_update(ri.info, ri.namespace, name, mutate)
         return errors.success(code=201)
 
+    async def evict(self, ri: RequestInfo, raw: Any, opts: WriteOptions) -> TopLevel:
+        """``pods/{name}/eviction`` (policy/v1 Eviction): a graceful delete of the pod with the
+        Eviction's deleteOptions. Kubernetes checks PodDisruptionBudgets first and may answer 429;
+        peapod has no PodDisruptionBudgets, so an eviction is always allowed."""
+        eviction = decode_as(Eviction, ri.info, raw, opts, ri.name or "")
+        if eviction.metadata.name and eviction.metadata.name != ri.name:
+            raise errors.bad_request(
+                f"name in URL does not match name in Eviction object: {ri.name} != {eviction.metadata.name}"
+            )
+        if eviction.metadata.namespace and eviction.metadata.namespace != ri.namespace:
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        options = eviction.delete_options or DeleteOptions()
+        if options.dry_run:
+            opts.dry_run = options.dry_run == ["All"] or opts.dry_run
+        pod = RequestInfo(ri.info, ri.namespace, ri.name, None, False)
+        await self.delete(pod, options, opts)
+        return errors.success(code=201)
+
     # --- delete ---------------------------------------------------------------------------------
 
     async def delete(self, ri: RequestInfo, options: DeleteOptions, opts: WriteOptions) -> TopLevel:
         assert ri.name is not None
+        validate_delete_options(options)
         if ri.info.kind == "Namespace" and ri.name in PROTECTED_NAMESPACES:
             raise errors.forbidden(
                 f'namespaces "{ri.name}" is forbidden: this namespace may not be deleted',
@@ -575,24 +612,42 @@ class API:
             raise errors.invalid(
                 info.kind, m.name or "", [validation.invalid("gracePeriodSeconds", grace, "must be >= 0")]
             )
-        pending = bool(m.finalizers)
+        graceful = (
+            isinstance(obj, Pod)
+            and obj.spec.node_name is not None
+            and obj.status.phase not in ("Succeeded", "Failed")
+        )
+        if graceful:
+            assert isinstance(obj, Pod)
+            if grace is None:
+                grace = obj.spec.termination_grace_period_seconds or 0
+            if m.deletion_timestamp is not None and (m.deletion_grace_period_seconds or 0) > 0:
+                # A graceful deletion is under way: it can only be shortened, and (as in Kubernetes)
+                # its finalizers no longer follow the delete options.
+                if grace >= (m.deletion_grace_period_seconds or 0):
+                    return obj
+                if grace == 0 and not m.finalizers:
+                    return obj if opts.dry_run else await self._delete_now(info, obj)
+                m.deletion_timestamp = now() if grace == 0 else _time_after(grace)
+                m.deletion_grace_period_seconds = grace
+                return obj if opts.dry_run else await self.storage.update(info, obj, rv)
+            if grace > 0:
+                m.finalizers = gc_finalizers(info, m.finalizers, options) or None
+                m.deletion_timestamp = _time_after(grace)
+                m.deletion_grace_period_seconds = grace
+                return obj if opts.dry_run else await self.storage.update(info, obj, rv)
+        finalizers = gc_finalizers(info, m.finalizers, options)
+        changed = set(finalizers) != set(m.finalizers or ())
+        pending = bool(finalizers)
         if isinstance(obj, Namespace):
             pending = pending or bool(obj.spec.finalizers)
             if pending and obj.status.phase != "Terminating":
                 obj.status.phase = "Terminating"
-        if isinstance(obj, Pod) and obj.spec.node_name and obj.status.phase not in ("Succeeded", "Failed"):
-            if grace is None:
-                grace = obj.spec.termination_grace_period_seconds or 0
-            if grace > 0:
-                if m.deletion_timestamp is not None and (m.deletion_grace_period_seconds or 0) <= grace:
-                    return obj
-                m.deletion_timestamp = _time_after(grace)
-                m.deletion_grace_period_seconds = grace
-                return obj if opts.dry_run else await self.storage.update(info, obj, rv)
+                changed = True
         if pending:
-            if m.deletion_timestamp is not None:
-                if not isinstance(obj, Namespace) or obj.status.phase == "Terminating":
-                    return obj
+            if m.deletion_timestamp is not None and not changed:
+                return obj
+            m.finalizers = finalizers or None
             m.deletion_timestamp = m.deletion_timestamp or now()
             m.deletion_grace_period_seconds = m.deletion_grace_period_seconds or 0
             return obj if opts.dry_run else await self.storage.update(info, obj, rv)
@@ -610,6 +665,7 @@ class API:
     async def delete_collection(
         self, ri: RequestInfo, q: ListQuery, options: DeleteOptions, opts: WriteOptions
     ) -> builtins.list[TopLevel]:
+        validate_delete_options(options)
         _, items, _ = await self.list(ri, q)
         out = []
         for obj in items:
@@ -620,6 +676,59 @@ class API:
                 if exc.status.reason != "NotFound":
                     raise
         return out
+
+
+#: The finalizers the garbage collector acts on (metav1.FinalizerOrphanDependents / DeleteDependents).
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
+# Kinds the garbage collector does not watch (Events are neither owners nor worth a cache): they never
+# get its finalizers, which nothing would remove.
+_NOT_COLLECTED = frozenset({"Event"})
+
+
+def validate_delete_options(options: DeleteOptions) -> None:
+    """kube-apiserver's ValidateDeleteOptions: a 422 on the DeleteOptions kind naming the field."""
+    errs = []
+    if options.orphan_dependents is not None and options.propagation_policy is not None:
+        errs.append(
+            validation.invalid(
+                "propagationPolicy",
+                options.propagation_policy,
+                "orphanDependents and deletionPropagation cannot be both set",
+            )
+        )
+    if options.propagation_policy is not None and options.propagation_policy not in PROPAGATION_POLICIES:
+        errs.append(
+            validation.not_supported(
+                "propagationPolicy", options.propagation_policy, [*PROPAGATION_POLICIES, "nil"]
+            )
+        )
+    if errs:
+        raise errors.invalid("DeleteOptions", "", errs, "meta.k8s.io")
+
+
+def propagation_policy(options: DeleteOptions) -> str | None:
+    """The policy the options ask for, the deprecated ``orphanDependents`` included; None: unsaid."""
+    if options.orphan_dependents is not None:
+        return "Orphan" if options.orphan_dependents else "Background"
+    return options.propagation_policy
+
+
+def gc_finalizers(info: ResourceInfo, finalizers: list[str] | None, options: DeleteOptions) -> list[str]:
+    """The finalizers a deleted object gets (kube-apiserver's deletionFinalizersForGarbageCollection):
+    ``orphan`` for Orphan, ``foregroundDeletion`` for Foreground, neither for Background; with no
+    policy given, whichever the object already has stays (the default policy is Background)."""
+    current = list(finalizers or ())
+    policy = propagation_policy(options)
+    if policy is None or info.kind in _NOT_COLLECTED:
+        return current
+    out = [f for f in current if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)]
+    if policy == "Orphan":
+        out.append(ORPHAN_FINALIZER)
+    elif policy == "Foreground":
+        out.append(FOREGROUND_FINALIZER)
+    return out
 
 
 def decode_as(cls: type[Any], info: ResourceInfo, raw: Any, opts: WriteOptions, name: str = "") -> Any:

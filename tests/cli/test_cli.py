@@ -20,11 +20,14 @@ from controlplane.api import ConfigMap, Event, Node, ObjectMeta, Pod, Replicatio
 from controlplane.api.core import ObjectReference
 from controlplane.client import Client, NotFound
 from controlplane.server.controlplane import ControlPlane
+from tests.support import eventually
 from tui.apply import LAST_APPLIED
 from tui.cli import run
 from tui.manifests import load
 from tui.printers import align, error_line, to_yaml
 
+# A pod the replication manager made for the seed's php-controller RC.
+RC_POD = re.compile(r"pod/php-controller-[a-z0-9]{5}")
 SEEDS = Path(__file__).resolve().parents[2] / "examples" / "seeds"
 PEA = Path(sys.executable).with_name("pea")
 # The seed manifests as the blogs meant them (their two mistakes live in mistakes/).
@@ -134,7 +137,10 @@ async def test_get_empty_list_says_so_on_stderr(controlplane: ControlPlane) -> N
 async def test_get_output_name_yaml_json(controlplane: ControlPlane) -> None:
     for f in ("000-php-pod.yaml", "000-php-controller.yaml", "000-php-service.yaml"):
         assert (await pea(controlplane, "apply", "-f", seed(f))).code == 0
-    assert (await pea(controlplane, "get", "pods", "-o", "name")).out == "pod/php-test\n"
+    # The RC's pods (php-controller-xxxxx, made by the replication manager) are listed too.
+    pods = (await pea(controlplane, "get", "pods", "-o", "name")).out.splitlines()
+    assert "pod/php-test" in pods
+    assert all(RC_POD.fullmatch(n) for n in pods if n != "pod/php-test")
     assert (
         await pea(controlplane, "get", "rc", "-o", "name")
     ).out == "replicationcontroller/php-controller\n"
@@ -149,7 +155,8 @@ async def test_get_output_name_yaml_json(controlplane: ControlPlane) -> None:
 
     listed = yaml.safe_load((await pea(controlplane, "get", "pods", "-o", "yaml")).out)
     assert listed["kind"] == "List"
-    assert [i["metadata"]["name"] for i in listed["items"]] == ["php-test"]
+    listed_names = [i["metadata"]["name"] for i in listed["items"]]
+    assert [n for n in listed_names if not RC_POD.fullmatch(f"pod/{n}")] == ["php-test"]
 
     as_json = await pea(controlplane, "get", "svc", "php-service", "-o", "json")
     assert json.loads(as_json.out)["spec"]["ports"][0]["port"] == 8081
@@ -162,7 +169,8 @@ async def test_get_all_and_resource_slash_name(controlplane: ControlPlane) -> No
     r = await pea(controlplane, "get", "all")
     assert r.code == 0
     names = [line.split()[0] for line in r.out.splitlines() if line and not line.startswith("NAME")]
-    assert names == ["pod/php-test", "replicationcontroller/php-controller", "service/php-service"]
+    mine = [n for n in names if not RC_POD.fullmatch(n)]  # less the RC's pods
+    assert mine == ["pod/php-test", "replicationcontroller/php-controller", "service/php-service"]
     assert "\n\nNAME " in r.out  # one table per kind, a blank line between them
 
     r = await pea(controlplane, "get", "rc/php-controller", "svc/php-service", "-o", "name")
@@ -509,12 +517,19 @@ async def test_describe_pod_with_events(controlplane: ControlPlane, client: Clie
 async def test_describe_rc_service_and_no_events(controlplane: ControlPlane, client: Client) -> None:
     for f in ("000-php-controller.yaml", "000-php-nodeport-service.yaml"):
         assert (await pea(controlplane, "apply", "-f", seed(f))).code == 0
-    rc = (await pea(controlplane, "describe", "rc", "php-controller")).out
+
+    async def described() -> str | None:
+        # The replication manager creates two pods and says so in events; wait for both.
+        text = (await pea(controlplane, "describe", "rc", "php-controller")).out
+        created = re.findall(r"^  Normal\s+SuccessfulCreate\s.*Created pod: php-controller-", text, re.M)
+        return text if "2 current / 2 desired" in text and len(created) == 2 else None
+
+    rc = await eventually(described, "the RC's two pods and their events")
     assert re.search(r"^Selector:\s+name=php-test-pod$", rc, re.M)
-    assert re.search(r"^Replicas:\s+\d+ current / 2 desired$", rc, re.M)
+    assert re.search(r"^Replicas:\s+2 current / 2 desired$", rc, re.M)
     assert re.search(r"^Pods Status:\s+\d+ Running / \d+ Waiting / 0 Succeeded / 0 Failed$", rc, re.M)
     assert "Pod Template:\n" in rc
-    assert re.search(r"^Events:\s+<none>$", rc, re.M)
+    assert re.search(r"^Events:\n", rc, re.M)
 
     svc = (await pea(controlplane, "describe", "svc/php-nodeport-service")).out
     assert re.search(r"^Type:\s+NodePort$", svc, re.M)
