@@ -113,6 +113,13 @@ class Preconditions(Model):
     resource_version: str | None = None
 
 
+#: The finalizers a delete with propagationPolicy Orphan or Foreground puts on the object; the garbage
+#: collector removes them once the dependents are orphaned or gone (metav1.FinalizerOrphanDependents,
+#: metav1.FinalizerDeleteDependents).
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+
+
 class DeleteOptions(Model):
     api_version: str | None = None
     kind: str | None = None

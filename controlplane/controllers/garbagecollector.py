@@ -29,11 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from controlplane.api.meta import FOREGROUND_FINALIZER as FOREGROUND
+from controlplane.api.meta import ORPHAN_FINALIZER as ORPHAN
 from controlplane.api.meta import ObjectMeta, OwnerReference, TopLevel
 from controlplane.api.registry import RESOURCES, ResourceInfo, by_kind
 from controlplane.client import Client, Conflict, Informer, NotFound
@@ -46,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ORPHAN = "orphan"
-FOREGROUND = "foregroundDeletion"
 _SKIPPED_KINDS = frozenset({"Event"})
 _ATTEMPTS = 5
 
@@ -341,39 +342,41 @@ class GarbageCollector:
     # --- guarded writes -------------------------------------------------------------------------
 
     async def _remove_owner_refs(self, info: ResourceInfo, obj: TopLevel, owners: set[str]) -> None:
-        """Patch the references to ``owners`` out of ``obj`` (a merge patch guarded by the
-        resourceVersion; on a conflict, read again and retry)."""
-        for _ in range(_ATTEMPTS):
-            m = _meta(obj)
+        """Patch the references to ``owners`` out of ``obj``."""
+
+        def change(m: ObjectMeta) -> dict[str, Any] | None:
             refs = [r for r in m.owner_references or () if r.uid not in owners]
             if len(refs) == len(m.owner_references or ()):
-                return
-            patch = {
-                "metadata": {
-                    "ownerReferences": msgspec.to_builtins(refs) if refs else None,
-                    "resourceVersion": m.resource_version,
-                }
-            }
-            try:
-                await self.client.patch(info.type, m.name or "", patch, m.namespace)
-                return
-            except NotFound:
-                return
-            except Conflict:
-                fresh = await self._get(info, m.name or "", m.namespace)
-                if fresh is None or _meta(fresh).uid != m.uid:
-                    return
-                obj = fresh
-        raise RuntimeError(f"could not update the ownerReferences of {info.kind} {m.namespace}/{m.name}")
+                return None
+            return {"ownerReferences": msgspec.to_builtins(refs) if refs else None}
+
+        await self._patch_metadata(info, obj, change, "ownerReferences")
 
     async def _remove_finalizer(self, info: ResourceInfo, obj: TopLevel, finalizer: str) -> None:
         """Remove one finalizer; the API server deletes the object once none is left."""
+
+        def change(m: ObjectMeta) -> dict[str, Any] | None:
+            if finalizer not in (m.finalizers or ()):
+                return None
+            return {"finalizers": [f for f in m.finalizers or () if f != finalizer] or None}
+
+        await self._patch_metadata(info, obj, change, f"{finalizer} finalizer")
+
+    async def _patch_metadata(
+        self,
+        info: ResourceInfo,
+        obj: TopLevel,
+        change: Callable[[ObjectMeta], dict[str, Any] | None],
+        what: str,
+    ) -> None:
+        """A metadata merge patch guarded by the resourceVersion it was computed from; on a conflict,
+        read the object again (same uid, else it is someone else's now) and recompute."""
         for _ in range(_ATTEMPTS):
             m = _meta(obj)
-            if finalizer not in (m.finalizers or ()):
+            fields = change(m)
+            if fields is None:
                 return
-            rest = [f for f in m.finalizers or () if f != finalizer]
-            patch = {"metadata": {"finalizers": rest or None, "resourceVersion": m.resource_version}}
+            patch = {"metadata": {**fields, "resourceVersion": m.resource_version}}
             try:
                 await self.client.patch(info.type, m.name or "", patch, m.namespace)
                 return
@@ -384,6 +387,4 @@ class GarbageCollector:
                 if fresh is None or _meta(fresh).uid != m.uid:
                     return
                 obj = fresh
-        raise RuntimeError(
-            f"could not remove the {finalizer} finalizer of {info.kind} {m.namespace}/{m.name}"
-        )
+        raise RuntimeError(f"could not update the {what} of {info.kind} {m.namespace}/{m.name}")

@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from controlplane.api.coordination import Lease
-from controlplane.api.core import Node, NodeCondition, Pod, Taint, Toleration
+from controlplane.api.core import Node, NodeCondition, Pod, Taint
 from controlplane.api.meta import now, parse_time
 from controlplane.client import Client, Conflict, EventRecorder, Informer, NotFound, key_of
+from controlplane.taints import NOT_READY, UNREACHABLE, tolerates
 from controlplane.tasks import cancel
 
 from .workqueue import WorkQueue, run_workers
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
-UNREACHABLE = "node.kubernetes.io/unreachable"
-NOT_READY = "node.kubernetes.io/not-ready"
 CONDITION_TAINTS = {"Unknown": UNREACHABLE, "False": NOT_READY}
 MANAGED_KEYS = frozenset(CONDITION_TAINTS.values())
 UNKNOWN_REASON = "NodeStatusUnknown"
@@ -73,18 +72,6 @@ class _Health:
 
 def _ready(node: Node) -> NodeCondition | None:
     return next((c for c in node.status.conditions or () if c.type == "Ready"), None)
-
-
-def tolerates(toleration: Toleration, taint: Taint) -> bool:
-    """Kubernetes' ToleratesTaint: empty key with Exists matches any taint, empty effect any effect."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    operator = toleration.operator or "Equal"
-    if operator == "Exists":
-        return True
-    return operator == "Equal" and (toleration.value or "") == (taint.value or "")
 
 
 def desired_taints(node: Node, stamp: str) -> list[Taint] | None:

@@ -468,13 +468,7 @@ class ReplicationManager:
         elif diff > 0:
             victims = sorted(pods, key=deletion_order)[: min(diff, self.burst)]
             self.expectations.expect_deletions(key, [key_of(p) for p in victims])
-            results = await asyncio.gather(*(self._delete(rc, p) for p in victims), return_exceptions=True)
-            errors: list[Exception] = []
-            for r in results:
-                if isinstance(r, Exception):
-                    errors.append(r)
-                elif isinstance(r, BaseException):
-                    raise r
+            errors = await gather_failures(self._delete(rc, p) for p in victims)
             if errors:
                 raise _ManageError(errors[0], "FailedDelete")
 
@@ -546,6 +540,17 @@ class _ManageError(Exception):
         self.reason = reason
 
 
+async def gather_failures(calls: Iterable[Awaitable[None]]) -> list[Exception]:
+    """Run the calls in parallel and return their failures; a cancellation still propagates."""
+    errors: list[Exception] = []
+    for result in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(result, Exception):
+            errors.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+    return errors
+
+
 async def slow_start(count: int, create: Callable[[], Awaitable[None]]) -> tuple[int, Exception | None]:
     """Run ``create`` ``count`` times in batches of 1, 2, 4, ... in parallel, stopping after the first
     batch with a failure, so a quota or admission error costs one request rather than hundreds.
@@ -553,13 +558,7 @@ async def slow_start(count: int, create: Callable[[], Awaitable[None]]) -> tuple
     done, batch = 0, min(count, 1)
     successes = 0
     while batch > 0:
-        results = await asyncio.gather(*(create() for _ in range(batch)), return_exceptions=True)
-        errors: list[Exception] = []
-        for r in results:
-            if isinstance(r, Exception):
-                errors.append(r)
-            elif isinstance(r, BaseException):
-                raise r
+        errors = await gather_failures(create() for _ in range(batch))
         successes += batch - len(errors)
         if errors:
             return successes, errors[0]

@@ -42,10 +42,11 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.api.core import Container, Node, Pod, Taint, Toleration
+from controlplane.api.core import Container, Node, Pod, Taint
 from controlplane.api.meta import now
 from controlplane.client import Client, ClientError, Conflict, EventRecorder, Informer, NotFound, key_of
 from controlplane.quantity import cpu_millis, memory_bytes
+from controlplane.taints import NOT_READY, UNSCHEDULABLE, tolerated, tolerates
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ DEFAULT_CPU_MILLIS = 100
 DEFAULT_MEMORY_BYTES = 200 * 1024 * 1024
 MAX_SCORE = 100.0
 WILDCARD_IPS = frozenset({"", "0.0.0.0", "::"})
-NOT_READY_TAINT = Taint(key="node.kubernetes.io/not-ready", effect="NoSchedule")
-UNSCHEDULABLE_TAINT = Taint(key="node.kubernetes.io/unschedulable", effect="NoSchedule")
+NOT_READY_TAINT = Taint(key=NOT_READY, effect="NoSchedule")
+UNSCHEDULABLE_TAINT = Taint(key=UNSCHEDULABLE, effect="NoSchedule")
 
 # --- resources and the per-pod / per-node views -----------------------------------------------
 
@@ -247,22 +248,8 @@ class Filter:
     check: Callable[[PodInfo, NodeInfo], list[str]]
 
 
-def tolerates(toleration: Toleration, taint: Taint) -> bool:
-    """Kubernetes' ToleratesTaint: empty key with Exists matches any taint, empty effect any effect."""
-    if toleration.effect and toleration.effect != taint.effect:
-        return False
-    if toleration.key and toleration.key != taint.key:
-        return False
-    operator = toleration.operator or "Equal"
-    if operator == "Exists":
-        return True
-    if operator == "Equal":
-        return (toleration.value or "") == (taint.value or "")
-    return False
-
-
 def _tolerated(pod: Pod, taint: Taint) -> bool:
-    return any(tolerates(t, taint) for t in pod.spec.tolerations or ())
+    return tolerated(pod.spec.tolerations, taint)
 
 
 def node_ready(pod: PodInfo, node: NodeInfo) -> list[str]:

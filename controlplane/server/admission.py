@@ -16,9 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.api.core import Pod, Toleration
-
-NOT_READY = "node.kubernetes.io/not-ready"
-UNREACHABLE = "node.kubernetes.io/unreachable"
+from controlplane.taints import NOT_READY, UNREACHABLE
 
 
 @dataclass(frozen=True)

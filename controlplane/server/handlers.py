@@ -35,7 +35,16 @@ from controlplane.api.core import (
     ScaleStatus,
     Service,
 )
-from controlplane.api.meta import DeleteOptions, ObjectMeta, StatusCause, StatusDetails, TopLevel, now
+from controlplane.api.meta import (
+    FOREGROUND_FINALIZER,
+    ORPHAN_FINALIZER,
+    DeleteOptions,
+    ObjectMeta,
+    StatusCause,
+    StatusDetails,
+    TopLevel,
+    now,
+)
 from controlplane.api.policy import Eviction
 from controlplane.api.registry import ResourceInfo, by_kind
 from controlplane.defaults import apply_defaults
@@ -678,9 +687,6 @@ class API:
         return out
 
 
-#: The finalizers the garbage collector acts on (metav1.FinalizerOrphanDependents / DeleteDependents).
-ORPHAN_FINALIZER = "orphan"
-FOREGROUND_FINALIZER = "foregroundDeletion"
 PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
 # Kinds the garbage collector does not watch (Events are neither owners nor worth a cache): they never
 # get its finalizers, which nothing would remove.

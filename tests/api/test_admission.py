@@ -4,27 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import pytest
 
 from controlplane.api import Pod, Toleration
 from controlplane.client import ApiError, Client, NotFound
 from controlplane.server.controlplane import Settings
+from tests.support import UNREACHABLE, busybox_pod, tolerate_unreachable_for
 
 NOT_READY = "node.kubernetes.io/not-ready"
-UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    settings.scheduler = False
-    settings.default_unreachable_toleration_seconds = 120
-    return settings
-
-
-def pod(name: str, **spec: Any) -> Pod:
-    body = {"containers": [{"name": "c", "image": "busybox"}], **spec}
-    return msgspec.convert({"metadata": {"name": name}, "spec": body}, Pod)
+    return tolerate_unreachable_for(settings, 120, scheduler=False)
 
 
 def default(key: str, seconds: int) -> Toleration:
@@ -32,7 +24,7 @@ def default(key: str, seconds: int) -> Toleration:
 
 
 async def test_new_pods_get_the_default_tolerations(client: Client) -> None:
-    created = await client.create(pod("plain"))
+    created = await client.create(busybox_pod("plain"))
     assert created.spec.tolerations == [default(NOT_READY, 300), default(UNREACHABLE, 120)]
     stored = await client.get(Pod, "plain", "default")
     assert stored.spec.tolerations == created.spec.tolerations
@@ -40,21 +32,21 @@ async def test_new_pods_get_the_default_tolerations(client: Client) -> None:
 
 async def test_existing_tolerations_are_not_duplicated(client: Client) -> None:
     own = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
-    created = await client.create(pod("own", tolerations=[own]))
+    created = await client.create(busybox_pod("own", tolerations=[own]))
     assert created.spec.tolerations == [
         Toleration(key=UNREACHABLE, operator="Exists", effect="NoExecute", toleration_seconds=5),
         default(NOT_READY, 300),
     ]
-    everything = await client.create(pod("all", tolerations=[{"operator": "Exists"}]))
+    everything = await client.create(busybox_pod("all", tolerations=[{"operator": "Exists"}]))
     assert everything.spec.tolerations == [Toleration(operator="Exists")]
     # A key-only toleration (any effect) covers the NoExecute taint too.
-    keyed = await client.create(pod("keyed", tolerations=[{"key": NOT_READY, "operator": "Exists"}]))
+    keyed = await client.create(busybox_pod("keyed", tolerations=[{"key": NOT_READY, "operator": "Exists"}]))
     assert keyed.spec.tolerations == [Toleration(key=NOT_READY, operator="Exists"), default(UNREACHABLE, 120)]
 
 
 async def test_updates_leave_tolerations_alone(client: Client) -> None:
     own = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
-    await client.create(pod("p", tolerations=[own]))
+    await client.create(busybox_pod("p", tolerations=[own]))
     patched = await client.patch(Pod, "p", {"metadata": {"labels": {"a": "b"}}}, "default")
     assert patched.spec.tolerations == [
         Toleration(key=UNREACHABLE, operator="Exists", effect="NoExecute", toleration_seconds=5),
@@ -76,7 +68,7 @@ def eviction(name: str, **options: Any) -> dict[str, Any]:
 
 
 async def test_eviction_deletes_an_unbound_pod(client: Client) -> None:
-    await client.create(pod("loose"))
+    await client.create(busybox_pod("loose"))
     resp = await client.request(
         "POST", "/api/v1/namespaces/default/pods/loose/eviction", body=eviction("loose")
     )
@@ -87,7 +79,7 @@ async def test_eviction_deletes_an_unbound_pod(client: Client) -> None:
 
 
 async def test_eviction_of_a_bound_pod_is_graceful(client: Client) -> None:
-    await client.create(pod("bound", nodeName="somewhere", terminationGracePeriodSeconds=30))
+    await client.create(busybox_pod("bound", nodeName="somewhere", terminationGracePeriodSeconds=30))
     resp = await client.request(
         "POST",
         "/api/v1/namespaces/default/pods/bound/eviction",
@@ -100,7 +92,7 @@ async def test_eviction_of_a_bound_pod_is_graceful(client: Client) -> None:
 
 
 async def test_eviction_errors(client: Client) -> None:
-    await client.create(pod("p"))
+    await client.create(busybox_pod("p"))
     with pytest.raises(ApiError) as mismatch:
         await client.request("POST", "/api/v1/namespaces/default/pods/p/eviction", body=eviction("q"))
     assert mismatch.value.status.code == 400
@@ -120,7 +112,7 @@ def _field(number: int, payload: bytes | str) -> bytes:
 
 
 async def test_eviction_in_protobuf_as_client_go_sends_it(client: Client) -> None:
-    await client.create(pod("proto", nodeName="somewhere", terminationGracePeriodSeconds=30))
+    await client.create(busybox_pod("proto", nodeName="somewhere", terminationGracePeriodSeconds=30))
     meta = _field(1, "proto") + _field(3, "default")
     options = bytes([1 << 3, 7])  # gracePeriodSeconds: 7
     unknown = _field(1, _field(1, "policy/v1") + _field(2, "Eviction")) + _field(

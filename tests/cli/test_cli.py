@@ -20,6 +20,7 @@ from controlplane.api import ConfigMap, Event, Node, ObjectMeta, Pod, Replicatio
 from controlplane.api.core import ObjectReference
 from controlplane.client import Client, NotFound
 from controlplane.server.controlplane import ControlPlane
+from tests.cli.conftest import pea
 from tests.support import eventually
 from tui.apply import LAST_APPLIED
 from tui.cli import run
@@ -33,29 +34,7 @@ PEA = Path(sys.executable).with_name("pea")
 # The seed manifests as the blogs meant them (their two mistakes live in mistakes/).
 CORRECTED_SEEDS = sorted(p.name for p in SEEDS.glob("*.yaml"))
 
-
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No kubeconfig or environment of the person running the tests leaks in."""
-    monkeypatch.setenv("PEA_KUBECONFIG", str(tmp_path / "no-kubeconfig"))
-    monkeypatch.delenv("PEA_SERVER", raising=False)
-    monkeypatch.delenv("PEA_TOKEN", raising=False)
-
-
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
-
-
-async def pea(cp: ControlPlane, *args: str, stdin: str | None = None) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    code = await run(
-        [*args, "--server", cp.url], out, err, stdin=io.StringIO(stdin) if stdin is not None else None
-    )
-    return Result(code, out.getvalue(), err.getvalue())
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 def seed(name: str) -> str:

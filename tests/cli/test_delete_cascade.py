@@ -5,19 +5,18 @@ outside its selector)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import pytest
 
 from controlplane.api import ConfigMap, ObjectMeta, Pod, ReplicationController
-from controlplane.api.meta import OwnerReference, TopLevel
-from controlplane.client import Client, NotFound
+from controlplane.api.meta import TopLevel
+from controlplane.client import Client
 from controlplane.server.controlplane import ControlPlane, Settings
-from tests.support import eventually
-from tui.cli import run
+from tests.cli.conftest import pea
+from tests.support import absent, busybox_pod, eventually, owner_ref
+
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture
@@ -26,38 +25,10 @@ def settings(settings: Settings) -> Settings:
     return settings
 
 
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PEA_KUBECONFIG", str(tmp_path / "no-kubeconfig"))
-    monkeypatch.delenv("PEA_SERVER", raising=False)
-    monkeypatch.delenv("PEA_TOKEN", raising=False)
-
-
-async def pea(cp: ControlPlane, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = await run([*args, "--server", cp.url], out, err)
-    return code, out.getvalue(), err.getvalue()
-
-
-def ref(owner: TopLevel) -> OwnerReference:
-    m = owner.metadata  # type: ignore[attr-defined]
-    return OwnerReference(api_version="v1", kind=owner.kind, name=m.name, uid=m.uid)  # type: ignore[attr-defined]
-
-
 async def pod(client: Client, name: str, owner: TopLevel) -> Pod:
-    body = msgspec.convert(
-        {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, Pod
-    )
-    body.metadata.owner_references = [ref(owner)]
+    body = busybox_pod(name)
+    body.metadata.owner_references = [owner_ref(owner)]
     return await client.create(body)
-
-
-async def absent(client: Client, cls: type[Any], name: str) -> bool:
-    try:
-        await client.get(cls, name, "default")
-    except NotFound:
-        return True
-    return False
 
 
 async def test_cascade_orphan_keeps_the_dependents(controlplane: ControlPlane, client: Client) -> None:

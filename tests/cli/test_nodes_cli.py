@@ -4,7 +4,6 @@ hollow node running the pods so graceful deletions complete; and stock ``kubectl
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -19,11 +18,12 @@ from agent.pods import BackOffPolicy
 from controlplane.api import Node, ObjectMeta, Pod
 from controlplane.client import Client, NotFound, write_kubeconfig
 from controlplane.server.controlplane import ControlPlane, Settings
+from tests.cli.conftest import pea
 from tests.support import eventually
-from tui.cli import run
 
 NODE = "hollow-node-0"
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture
@@ -32,13 +32,6 @@ def settings(settings: Settings) -> Settings:
     settings.scheduler = False
     settings.controllers = False
     return settings
-
-
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PEA_KUBECONFIG", str(tmp_path / "no-kubeconfig"))
-    monkeypatch.delenv("PEA_SERVER", raising=False)
-    monkeypatch.delenv("PEA_TOKEN", raising=False)
 
 
 @pytest.fixture
@@ -51,12 +44,6 @@ async def node(client: Client) -> AsyncIterator[HollowNodes]:
         yield hollow
     finally:
         await hollow.stop()
-
-
-async def pea(cp: ControlPlane, *args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = await run([*args, "--server", cp.url], out, err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def pod(name: str, node: str = NODE, *, owned: bool = True, **extra: Any) -> Pod:

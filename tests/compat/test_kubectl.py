@@ -12,6 +12,7 @@ import pytest
 
 from controlplane.client import write_kubeconfig
 from controlplane.server.controlplane import ControlPlane
+from tests.support import rc_manifest, rc_yaml
 
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(
@@ -133,24 +134,11 @@ async def test_invalid_name_is_refused_with_kubernetes_wording(kubeconfig: Path)
 
 
 async def test_scale_rc(kubeconfig: Path) -> None:
-    rc = """\
-apiVersion: v1
-kind: ReplicationController
-metadata:
-  name: php-controller
-spec:
-  replicas: 2
-  selector:
-    name: php-test-pod
-  template:
-    metadata:
-      labels:
-        name: php-test-pod
-    spec:
-      containers:
-      - name: php-test
-        image: php-base:1.0
-"""
+    rc = rc_yaml(
+        rc_manifest(
+            "php-controller", 2, {"name": "php-test-pod"}, [{"name": "php-test", "image": "php-base:1.0"}]
+        )
+    )
     code, _, err = await kubectl(kubeconfig, "apply", "-f", "-", stdin=rc)
     assert code == 0, err
     code, out, err = await kubectl(kubeconfig, "scale", "rc", "php-controller", "--replicas=5")

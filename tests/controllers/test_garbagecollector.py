@@ -13,25 +13,13 @@ import msgspec
 import pytest
 
 from controlplane.api import ConfigMap, ObjectMeta, Pod, Secret
-from controlplane.api.meta import OwnerReference, TopLevel
+from controlplane.api.meta import OwnerReference
 from controlplane.api.registry import for_type
-from controlplane.client import ApiError, Client, NotFound, path_for
+from controlplane.client import ApiError, Client, path_for
 from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.manager import ControllerSettings
 from controlplane.server.controlplane import ControlPlane
-from tests.support import eventually
-
-
-def ref(owner: TopLevel, *, block: bool | None = None, controller: bool | None = None) -> OwnerReference:
-    m = owner.metadata  # type: ignore[attr-defined]
-    return OwnerReference(
-        api_version="v1",
-        kind=owner.kind,  # type: ignore[attr-defined]
-        name=m.name,
-        uid=m.uid,
-        block_owner_deletion=block,
-        controller=controller,
-    )
+from tests.support import absent, busybox_pod, eventually, owner_ref
 
 
 async def owner_cm(client: Client, name: str) -> ConfigMap:
@@ -41,13 +29,7 @@ async def owner_cm(client: Client, name: str) -> ConfigMap:
 async def dependent_pod(
     client: Client, name: str, *owners: OwnerReference, node: str | None = None, **spec: Any
 ) -> Pod:
-    pod = msgspec.convert(
-        {
-            "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": node, **spec},
-        },
-        Pod,
-    )
+    pod = busybox_pod(name, node, **spec)
     pod.metadata.owner_references = list(owners)
     return await client.create(pod)
 
@@ -58,18 +40,10 @@ async def dependent_cm(client: Client, name: str, *owners: OwnerReference, **met
     )
 
 
-async def absent(client: Client, cls: type[Any], name: str) -> bool:
-    try:
-        await client.get(cls, name, "default")
-    except NotFound:
-        return True
-    return False
-
-
 async def test_background_deletes_only_the_dependents_of_that_owner_uid(client: Client) -> None:
     owner = await owner_cm(client, "owner")
-    await dependent_pod(client, "child-a", ref(owner, controller=True, block=True))
-    await dependent_cm(client, "child-b", ref(owner))
+    await dependent_pod(client, "child-a", owner_ref(owner, controller=True, block=True))
+    await dependent_cm(client, "child-b", owner_ref(owner))
     await dependent_pod(client, "bystander")
 
     deleted = await client.delete(ConfigMap, "owner", "default")  # Background: the default
@@ -77,7 +51,7 @@ async def test_background_deletes_only_the_dependents_of_that_owner_uid(client: 
     # The same name again, a new uid: it neither adopts nor saves the old owner's dependents.
     again = await owner_cm(client, "owner")
     assert again.metadata.uid != owner.metadata.uid
-    await dependent_pod(client, "child-of-new", ref(again))
+    await dependent_pod(client, "child-of-new", owner_ref(again))
 
     async def collected() -> bool:
         return await absent(client, Pod, "child-a") and await absent(client, ConfigMap, "child-b")
@@ -94,7 +68,7 @@ async def test_a_dependent_with_a_live_owner_survives_and_loses_the_dangling_ref
 ) -> None:
     first = await owner_cm(client, "first")
     second = await client.create(Secret(metadata=ObjectMeta(name="second")))
-    await dependent_cm(client, "shared", ref(first), ref(second))
+    await dependent_cm(client, "shared", owner_ref(first), owner_ref(second))
 
     await client.delete(ConfigMap, "first", "default")
 
@@ -111,8 +85,8 @@ async def test_a_dependent_with_a_live_owner_survives_and_loses_the_dangling_ref
 
 async def test_orphan_keeps_the_dependents_without_the_owner_reference(client: Client) -> None:
     owner = await owner_cm(client, "parent")
-    await dependent_pod(client, "kept-1", ref(owner, controller=True, block=True))
-    await dependent_pod(client, "kept-2", ref(owner, controller=True, block=True))
+    await dependent_pod(client, "kept-1", owner_ref(owner, controller=True, block=True))
+    await dependent_pod(client, "kept-2", owner_ref(owner, controller=True, block=True))
 
     deleted = await client.delete(ConfigMap, "parent", "default", propagation_policy="Orphan")
     assert deleted is not None
@@ -139,8 +113,8 @@ async def test_orphan_dependents_query_parameter_and_no_dependents(client: Clien
 async def test_foreground_waits_for_blocking_dependents(client: Client) -> None:
     owner = await owner_cm(client, "fg")
     # A blocking dependent that stays (with its own finalizer) after it is deleted, until released.
-    await dependent_cm(client, "blocker", ref(owner, block=True), finalizers=["example.com/hold"])
-    await dependent_pod(client, "loose", ref(owner))
+    await dependent_cm(client, "blocker", owner_ref(owner, block=True), finalizers=["example.com/hold"])
+    await dependent_pod(client, "loose", owner_ref(owner))
 
     deleted = await client.delete(ConfigMap, "fg", "default", propagation_policy="Foreground")
     assert deleted is not None and deleted.metadata.deletion_timestamp is not None
@@ -163,8 +137,8 @@ async def test_foreground_waits_for_blocking_dependents(client: Client) -> None:
 
 async def test_foreground_propagates_down_the_tree(client: Client) -> None:
     top = await owner_cm(client, "top")
-    middle = await dependent_cm(client, "middle", ref(top, block=True))
-    await dependent_pod(client, "leaf", ref(middle, block=True))
+    middle = await dependent_cm(client, "middle", owner_ref(top, block=True))
+    await dependent_pod(client, "leaf", owner_ref(middle, block=True))
 
     await client.delete(ConfigMap, "top", "default", propagation_policy="Foreground")
 
@@ -204,7 +178,7 @@ async def test_invalid_delete_options_are_refused(
 
 async def test_graceful_pod_deletion_with_orphan_composes(client: Client) -> None:
     owner = await owner_cm(client, "pod-owner")
-    await dependent_pod(client, "running", ref(owner), node="node-x", terminationGracePeriodSeconds=30)
+    await dependent_pod(client, "running", owner_ref(owner), node="node-x", terminationGracePeriodSeconds=30)
 
     deleted = await client.delete(Pod, "running", "default", propagation_policy="Orphan")
     assert deleted is not None
@@ -224,7 +198,7 @@ async def test_dependents_left_dangling_while_stopped_are_collected_at_start(
     assert controlplane.controllers is not None
     await controlplane.controllers.garbage_collector.stop()
     owner = await owner_cm(client, "gone-while-down")
-    await dependent_pod(client, "stranded", ref(owner))
+    await dependent_pod(client, "stranded", owner_ref(owner))
     foreign = OwnerReference(api_version="apps/v1", kind="Deployment", name="elsewhere", uid="1234")
     await dependent_cm(client, "unresolvable", foreign)
     await client.delete(ConfigMap, "gone-while-down", "default")

@@ -9,12 +9,12 @@ import msgspec
 import pytest
 
 from agent.hollow import HollowNodes
-from agent.pods import BackOffPolicy
 from agent.runtime.hollow import HollowRuntime
 from controlplane.api import Namespace, ObjectMeta, Pod, ReplicationController, Service
 from controlplane.client import ApiError, Client, NotFound
 from controlplane.server.controlplane import Settings
-from tests.support import eventually
+from tests.controllers.conftest import busybox_rc, hollow_nodes
+from tests.support import absent, eventually
 
 
 @pytest.fixture
@@ -25,9 +25,7 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def nodes(client: Client) -> AsyncIterator[HollowNodes]:
-    hollow = HollowNodes(
-        client, 1, lease_interval=0.2, status_interval=0.5, backoff=BackOffPolicy(initial=0.3, maximum=1.2)
-    )
+    hollow = hollow_nodes(client)
     await hollow.start()
     try:
         yield hollow
@@ -36,23 +34,8 @@ async def nodes(client: Client) -> AsyncIterator[HollowNodes]:
 
 
 def rc(name: str, replicas: int) -> ReplicationController:
-    return msgspec.convert(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"app": name},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [{"name": "c", "image": "busybox"}],
-                    },
-                },
-            },
-        },
-        ReplicationController,
-    )
+    """An RC whose pods stop within a second when its namespace goes."""
+    return busybox_rc(name, replicas, pod_spec={"terminationGracePeriodSeconds": 1})
 
 
 async def test_default_namespaces_exist_and_missing_ones_are_refused(client: Client) -> None:
@@ -85,14 +68,11 @@ async def test_deleting_a_namespace_stops_its_pods_then_goes(client: Client, nod
         await client.create(rc("more", 1), "staging")
     assert refused.value.code == 403
 
-    async def gone() -> bool:
-        try:
-            await client.get(Namespace, "staging")
-        except NotFound:
-            return True
-        return False
-
-    await eventually(gone, "the namespace to go once its pods stopped", timeout=30)
+    await eventually(
+        lambda: absent(client, Namespace, "staging", None),
+        "the namespace to go once its pods stopped",
+        timeout=30,
+    )
     assert (await client.list(Pod, "staging")).items == []
     assert (await client.list(ReplicationController, "staging")).items == []
     # The hollow node really stopped them: nothing of staging is left on it.

@@ -8,35 +8,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest
 
 from agent.hollow import HollowNodes
-from agent.pods import BackOffPolicy
-from controlplane.api import Node, Pod, ReplicationController
-from controlplane.client import Client, NotFound
+from controlplane.api import Node, Pod
+from controlplane.client import Client
 from controlplane.server.controlplane import Settings
-from tests.support import eventually
-
-UNREACHABLE = "node.kubernetes.io/unreachable"
+from tests.controllers.conftest import busybox_rc, hollow_nodes
+from tests.support import UNREACHABLE, absent, busybox_pod, eventually, tolerate_unreachable_for
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    settings.scheduler = True
-    settings.default_unreachable_toleration_seconds = 1
-    return settings
-
-
-def hollow(client: Client, prefix: str, count: int = 1) -> HollowNodes:
-    return HollowNodes(
-        client,
-        count,
-        prefix=prefix,
-        lease_interval=0.2,
-        status_interval=0.5,
-        backoff=BackOffPolicy(initial=0.3, maximum=1.2),
-    )
+    return tolerate_unreachable_for(settings, 1, scheduler=True)
 
 
 @pytest.fixture
@@ -51,17 +35,10 @@ async def started() -> AsyncIterator[list[HollowNodes]]:
 
 
 async def start(client: Client, started: list[HollowNodes], prefix: str, count: int = 1) -> HollowNodes:
-    group = hollow(client, prefix, count)
+    group = hollow_nodes(client, count, prefix)
     await group.start()
     started.append(group)
     return group
-
-
-def pod(name: str, node: str | None = None, **spec: Any) -> Pod:
-    body: dict[str, Any] = {"containers": [{"name": "c", "image": "busybox"}], **spec}
-    if node:
-        body["nodeName"] = node
-    return msgspec.convert({"metadata": {"name": name}, "spec": body}, Pod)
 
 
 def condition(obj: Node | Pod, kind: str) -> Any:
@@ -87,7 +64,7 @@ async def test_dead_node_becomes_unknown_tainted_and_recovers(
     client: Client, started: list[HollowNodes]
 ) -> None:
     group = await start(client, started, "dead-")
-    await client.create(pod("web", "dead-0"))
+    await client.create(busybox_pod("web", "dead-0"))
     await eventually(lambda: ready_pod(client, "web"), "pod web Ready")
     # Someone else's taint must survive the controller's taint updates.
     await client.patch(
@@ -119,14 +96,7 @@ async def test_dead_node_becomes_unknown_tainted_and_recovers(
     node = await eventually(lambda: node_with(client, "dead-0", "True", False), "node Ready, untainted")
     assert [t.key for t in node.spec.taints or ()] == ["example.com/team"]
 
-    async def gone() -> bool:
-        try:
-            await client.get(Pod, "web", "default")
-        except NotFound:
-            return True
-        return False
-
-    await eventually(gone, "the returning agent finishes the eviction")
+    await eventually(lambda: absent(client, Pod, "web"), "the returning agent finishes the eviction")
 
 
 async def _deleting(client: Client, name: str) -> Pod | None:
@@ -140,8 +110,8 @@ async def test_toleration_seconds_decide_when_pods_are_evicted(
     group = await start(client, started, "ttl-")
     forever = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}
     brief = {**forever, "tolerationSeconds": 1}
-    await client.create(pod("brief", "ttl-0", tolerations=[brief]))
-    await client.create(pod("forever", "ttl-0", tolerations=[forever]))
+    await client.create(busybox_pod("brief", "ttl-0", tolerations=[brief]))
+    await client.create(busybox_pod("forever", "ttl-0", tolerations=[forever]))
     await eventually(lambda: ready_pod(client, "brief"), "pod brief Ready")
     await eventually(lambda: ready_pod(client, "forever"), "pod forever Ready")
 
@@ -164,23 +134,16 @@ async def test_untolerated_no_execute_taint_evicts_at_once(
     client: Client, started: list[HollowNodes]
 ) -> None:
     await start(client, started, "taint-")
-    await client.create(pod("plain", "taint-0"))
+    await client.create(busybox_pod("plain", "taint-0"))
     tolerant = {"key": "example.com/drain", "operator": "Exists", "effect": "NoExecute"}
-    await client.create(pod("tolerant", "taint-0", tolerations=[tolerant]))
+    await client.create(busybox_pod("tolerant", "taint-0", tolerations=[tolerant]))
     await eventually(lambda: ready_pod(client, "plain"), "pod plain Ready")
     await eventually(lambda: ready_pod(client, "tolerant"), "pod tolerant Ready")
 
     taint = {"key": "example.com/drain", "effect": "NoExecute"}
     await client.patch(Node, "taint-0", {"spec": {"taints": [taint]}})
 
-    async def plain_gone() -> bool:
-        try:
-            await client.get(Pod, "plain", "default")
-        except NotFound:
-            return True
-        return False
-
-    await eventually(plain_gone, "pod plain evicted and finished by its agent")
+    await eventually(lambda: absent(client, Pod, "plain"), "pod plain evicted and finished by its agent")
     kept = await client.get(Pod, "tolerant", "default")
     assert kept.metadata.deletion_timestamp is None
     node = await client.get(Node, "taint-0")
@@ -200,29 +163,12 @@ async def test_scheduler_honours_taints(client: Client, started: list[HollowNode
         return (await client.get(Pod, name, "default")).spec.node_name
 
     # Without tolerations: not on the NoSchedule node; the PreferNoSchedule one is only avoided.
-    await client.create(pod("plain"))
+    await client.create(busybox_pod("plain"))
     assert await eventually(lambda: bound("plain"), "plain scheduled") == "sched-1"
     gpu = {"key": "example.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    await client.create(pod("gpu", tolerations=[gpu]))
+    await client.create(busybox_pod("gpu", tolerations=[gpu]))
     # Both fit it; the untolerated PreferNoSchedule taint on sched-1 sends it to sched-0.
     assert await eventually(lambda: bound("gpu"), "gpu scheduled") == "sched-0"
-
-
-def rc(name: str, replicas: int) -> ReplicationController:
-    return msgspec.convert(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"app": name},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-                },
-            },
-        },
-        ReplicationController,
-    )
 
 
 async def test_rc_pods_on_a_dead_node_are_recreated_elsewhere(
@@ -231,7 +177,7 @@ async def test_rc_pods_on_a_dead_node_are_recreated_elsewhere(
     a = await start(client, started, "a-")
     await start(client, started, "b-")
     await client.patch(Node, "b-0", {"spec": {"unschedulable": True}})
-    await client.create(rc("web", 2))
+    await client.create(busybox_rc("web", 2))
 
     async def pods(node: str) -> list[Pod] | None:
         items = (await client.list(Pod, "default", label_selector="app=web")).items

@@ -26,26 +26,20 @@ from controlplane.controllers.replication import (
     slow_start,
 )
 from controlplane.server.controlplane import ControlPlane
+from tests.controllers.conftest import busybox_rc
 from tests.support import eventually
 
 NS = "default"
 
 
 def rc(name: str, replicas: int, **spec: Any) -> ReplicationController:
-    return msgspec.convert(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"app": name},
-                "template": {
-                    "metadata": {"labels": {"app": name, "tier": "web"}, "annotations": {"note": "x"}},
-                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-                },
-                **spec,
-            },
-        },
-        ReplicationController,
+    """An RC whose pod template carries a label beyond its selector and an annotation."""
+    return busybox_rc(
+        name,
+        replicas,
+        template_labels={"app": name, "tier": "web"},
+        template_annotations={"note": "x"},
+        **spec,
     )
 
 

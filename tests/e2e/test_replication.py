@@ -21,6 +21,7 @@ from agent.runtime.images import BUSYBOX_IMAGE
 from agent.runtime.podman_service import PodmanService
 from controlplane.api import Pod
 from controlplane.client import Client
+from tests.support import rc_manifest, rc_yaml
 from tui.cli import run
 
 from .cluster import cluster, eventually
@@ -28,31 +29,23 @@ from .conftest import NODE, MakePod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
-RC_YAML = f"""\
-apiVersion: v1
-kind: ReplicationController
-metadata:
-  name: php-controller
-  labels:
-    name: php-controller
-spec:
-  replicas: 2
-  selector:
-    name: php-test-pod
-  template:
-    metadata:
-      labels:
-        name: php-test-pod
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: php-test
-        image: {BUSYBOX_IMAGE}
-        command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
-        env:
-        - name: ENV_TEST_1
-          value: env_test_1
-"""
+RC_YAML = rc_yaml(
+    rc_manifest(
+        "php-controller",
+        2,
+        {"name": "php-test-pod"},
+        [
+            {
+                "name": "php-test",
+                "image": BUSYBOX_IMAGE,
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+                "env": [{"name": "ENV_TEST_1", "value": "env_test_1"}],
+            }
+        ],
+        labels={"name": "php-controller"},
+        pod_spec={"terminationGracePeriodSeconds": 1},
+    )
+)
 
 
 async def podman_pods(api: httpx.AsyncClient, running_only: bool = True) -> dict[str, str]:
