@@ -37,15 +37,21 @@ up:
     "{{bin}}/pea" agent -s http://127.0.0.1:6443 & agent=$!
     wait
 
+# N nodes on this machine (root, Podman): one network namespace, Podman service and agent per node, a lab
+# LAN 192.168.77.0/24 and host-gw pod routes; prints the API URL and token, Ctrl-C removes everything.
+cluster N="3":
+    "{{bin}}/python" examples/testbed/cluster.py {{N}}
+
 # Unit, API, scheduler, CLI and end-to-end tests (the README's test command; what CI runs).
 test *ARGS:
     "{{bin}}/python" -m pytest -q -p no:cacheprovider {{ARGS}}
 
-# Benchmarks (the API, pod start on real Podman as root, an RC scaled 0 -> 500 on hollow nodes): figures and the command that reproduces them.
+# Benchmarks (the API, pod start on real Podman as root, an RC scaled 0 -> 500 on hollow nodes, the service proxy's nftables as root): figures and the command that reproduces them.
 bench:
     "{{bin}}/python" bench/bench_api.py
     "{{bin}}/python" bench/bench_pods.py
     "{{bin}}/python" bench/bench_rc.py
+    "{{bin}}/python" bench/bench_proxy.py
 
 # ruff (lint + format check) and mypy.
 lint:

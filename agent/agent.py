@@ -5,7 +5,9 @@ event stream (a container died) enqueues the key of the pod it belongs to; a per
 every pod, so a missed event costs at most one resync period. Pod workers drain the queue. On start,
 once the informer has synced, sandboxes whose pod no longer exists are removed (pods deleted while the
 agent was down), and running ones are adopted as they are — nothing is restarted. The pod network
-(``agent.network``) is set up right after registration, once the Node's podCIDR is known.
+(``agent.network``) is set up right after registration, once the Node's podCIDR is known, with
+the routes to other nodes' pods beside it (``network.routes``) and the service proxy (``agent.proxy``,
+its own informers on Services and Endpoints).
 """
 
 from __future__ import annotations
@@ -14,17 +16,22 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from controlplane.api.core import Pod
+from controlplane.api.core import Pod, Service
 from controlplane.client import Client, EventRecorder, Informer, key_of
 from controlplane.tasks import cancel
 
 from .network import Network, NoNetwork
 from .node import MachineInfo, NodeHeartbeat, default_node_ip
 from .pods import BackOffPolicy, PodWorkers
+from .proxy import ServiceProxy
 from .runtime.base import Runtime
 from .server import AgentServer
 from .volumes import VolumeManager
+
+if TYPE_CHECKING:
+    from .network.routes import HostGatewayRoutes
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,10 @@ class AgentSettings:
     labels: dict[str, str] = field(default_factory=dict)
     # The agent's own endpoint (image loading, logs and exec); None: no endpoint (hollow nodes).
     listen: str | None = "127.0.0.1:10250"
+    # Run the service proxy (ClusterIP/NodePort/LoadBalancer rules); only with a real pod network.
+    proxy: bool = True
+    # The cluster's Service range (the API server's --service-cluster-ip-range), routed onto the bridge.
+    service_cidr: str = "10.254.0.0/16"
 
 
 class Agent:
@@ -56,6 +67,7 @@ class Agent:
         pod_source: Callable[[str], Pod | None] | None = None,
         network: Network | None = None,
         volumes: VolumeManager | None = None,
+        services: Informer[Service] | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -64,6 +76,9 @@ class Agent:
         self.recorder = EventRecorder(client, "kubelet", settings.node_name)
         self.network: Network = network or NoNetwork()
         self.informer: Informer[Pod] | None = None
+        # Every Service, for pods' service env vars and the proxy; shared when hollow nodes pass one.
+        self.owns_services = services is None
+        self.services: Informer[Service] = services or Informer(client, Service)
         if pod_source is None:
             self.informer = Informer(client, Pod, field_selector=f"spec.nodeName={settings.node_name}")
             pod_source = self.informer.get
@@ -77,9 +92,12 @@ class Agent:
             backoff=settings.backoff,
             network=self.network,
             volumes=volumes,
+            services=self.services.items,
         )
         self.heartbeat: NodeHeartbeat | None = None
         self.server: AgentServer | None = None
+        self.proxy: ServiceProxy | None = None  # the service proxy (bridge network only)
+        self.routes: HostGatewayRoutes | None = None  # host-gw routes to other nodes' pods (bridge only)
         self._tasks: list[asyncio.Task[None]] = []
         self._uids: dict[str, str] = {}
 
@@ -113,6 +131,33 @@ class Agent:
             self.heartbeat.agent_address = f"{host}:{await self.server.start()}"
         node = await self.heartbeat.register()
         await self.network.start(node.spec.pod_cidr)
+        if self.owns_services:
+            # Before any container starts: like the kubelet, never build an environment without them.
+            self._tasks.append(self.services.start())
+            await self.services.wait_synced()
+        cluster_cidr = getattr(self.network, "cluster_cidr", None)  # only a real pod network has one
+        if self.settings.proxy and cluster_cidr is not None:
+            self.proxy = ServiceProxy(
+                self.client,
+                self.settings.node_name,
+                cluster_cidr,
+                pod_cidr=node.spec.pod_cidr,
+                netns=getattr(self.network, "netns", None),
+                services=self.services,
+            )
+            await self.proxy.start()
+        from .network.bridge import BridgeNetwork  # pyroute2 only where there is a real pod network
+        from .network.routes import HostGatewayRoutes
+
+        if isinstance(self.network, BridgeNetwork):
+            self.routes = HostGatewayRoutes(
+                self.client,
+                self.settings.node_name,
+                netns=self.network.netns,
+                service_cidr=self.settings.service_cidr if self.proxy is not None else None,
+                bridge=self.network.bridge,
+            )
+            self._tasks.append(self.routes.start())
         self._tasks.append(self.heartbeat.start())
         if self.informer is not None:
             self.informer.on_add(self.track)
@@ -128,10 +173,16 @@ class Agent:
 
     async def stop(self) -> None:
         await self.workers.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()  # its table stays: services keep working while the agent is down
+        if self.routes is not None:
+            await self.routes.stop()
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         if self.informer is not None:
             await self.informer.stop()
+        if self.owns_services:
+            await self.services.stop()
         await cancel(self._tasks)
         self._tasks.clear()
         if self.server is not None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from controlplane.api.core import Pod
+from controlplane.api.core import Pod, Service
 from controlplane.client import Client, Informer
 
 from .agent import Agent, AgentSettings
@@ -48,6 +48,7 @@ class HollowNodes:
     ) -> None:
         self.client = client
         self.informer: Informer[Pod] = Informer(client, Pod)
+        self.services: Informer[Service] = Informer(client, Service)  # one watch for all nodes' env vars
         self.agents: dict[str, Agent] = {}
         for i in range(count):
             name = f"{prefix}{i}"
@@ -61,7 +62,12 @@ class HollowNodes:
                 listen=None,
             )
             self.agents[name] = Agent(
-                client, HollowRuntime(name), settings, machine=HOLLOW_MACHINE, pod_source=self._source(name)
+                client,
+                HollowRuntime(name),
+                settings,
+                machine=HOLLOW_MACHINE,
+                pod_source=self._source(name),
+                services=self.services,
             )
         self.informer.on_add(self._route)
         self.informer.on_update(lambda _old, new: self._route(new))
@@ -85,6 +91,8 @@ class HollowNodes:
             agent.forget(pod)
 
     async def start(self, batch: int = 50) -> None:
+        self.services.start()
+        await self.services.wait_synced()
         agents = list(self.agents.values())
         for i in range(0, len(agents), batch):
             await asyncio.gather(*(a.start() for a in agents[i : i + batch]))
@@ -93,6 +101,7 @@ class HollowNodes:
 
     async def stop(self) -> None:
         await self.informer.stop()
+        await self.services.stop()
         for agent in self.agents.values():
             with contextlib.suppress(Exception):
                 await agent.stop()

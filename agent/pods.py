@@ -15,10 +15,10 @@ import base64
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from controlplane.api.core import ConfigMap, Container, Pod, Secret
+from controlplane.api.core import ConfigMap, Container, Pod, Secret, Service
 from controlplane.api.meta import parse_time
 from controlplane.client import Client, ClientError, EventRecorder, NotFound
 from controlplane.controllers.workqueue import WorkQueue, run_workers
@@ -27,6 +27,7 @@ from controlplane.tasks import cancel
 from .network import Network, NoNetwork
 from .probes import Prober, Target
 from .runtime.base import ContainerInfo, ContainerSpec, Runtime, RuntimeFailure, SandboxInfo
+from .service_env import service_env
 from .status import Waiting, pod_status, same_status
 from .volumes import VolumeError, VolumeManager
 
@@ -84,9 +85,13 @@ class PodWorkers:
         workers: int = 4,
         network: Network | None = None,
         volumes: VolumeManager | None = None,
+        services: Callable[[], Iterable[Service]] | None = None,
     ) -> None:
-        """``volumes`` None: pods' volumes are not set up (hollow nodes run no containers to mount into)."""
+        """``volumes`` None: pods' volumes are not set up (hollow nodes run no containers to mount into).
+        ``services``: every Service the agent knows (an informer's cache), for the containers' service
+        variables; None: no service variables at all (like a kubelet without an API server)."""
         self.client = client
+        self.services = services
         self.volumes = volumes
         self.runtime = runtime
         self.network: Network = network or NoNetwork()
@@ -504,9 +509,13 @@ class PodWorkers:
     # --- environment ----------------------------------------------------------------------------
 
     async def _env(self, pod: Pod, c: Container) -> dict[str, str]:
-        """The container's environment with every reference resolved, in Kubernetes' order."""
+        """The container's environment with every reference resolved, in Kubernetes' order: the service
+        variables first (envFrom and env override them; ``$(VAR)`` may refer to them), then envFrom,
+        then env."""
         ns = pod.metadata.namespace or "default"
         env: dict[str, str] = {}
+        if self.services is not None:
+            env.update(service_env(self.services(), ns, pod.spec.enable_service_links is not False))
         for source in c.env_from or ():
             prefix = source.prefix or ""
             if source.config_map_ref is not None:

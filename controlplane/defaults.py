@@ -21,6 +21,7 @@ from controlplane.api.core import (
     ReplicationController,
     Secret,
     Service,
+    SessionAffinityConfig,
 )
 from controlplane.api.meta import TopLevel
 
@@ -121,6 +122,7 @@ def _rc(rc: ReplicationController) -> None:
 
 
 def _service(svc: Service) -> None:
+    """Single-stack IPv4 (peapod has one service range): ``clusterIPs`` mirrors ``clusterIP``."""
     spec = svc.spec
     spec.type = spec.type or "ClusterIP"
     if spec.type != "ExternalName":
@@ -128,6 +130,20 @@ def _service(svc: Service) -> None:
         spec.internal_traffic_policy = spec.internal_traffic_policy or "Cluster"
         if spec.type in ("NodePort", "LoadBalancer") and spec.external_traffic_policy is None:
             spec.external_traffic_policy = "Cluster"
+        if spec.type == "LoadBalancer" and spec.allocate_load_balancer_node_ports is None:
+            spec.allocate_load_balancer_node_ports = True
+        if spec.session_affinity == "ClientIP":
+            config = spec.session_affinity_config or SessionAffinityConfig()
+            client_ip = dict(config.client_ip or {})
+            client_ip.setdefault("timeoutSeconds", 10800)
+            config.client_ip = client_ip
+            spec.session_affinity_config = config
+        if spec.cluster_ip and not spec.cluster_ips:
+            spec.cluster_ips = [spec.cluster_ip]
+        elif spec.cluster_ips and not spec.cluster_ip:
+            spec.cluster_ip = spec.cluster_ips[0]
+        spec.ip_families = spec.ip_families or ["IPv4"]
+        spec.ip_family_policy = spec.ip_family_policy or "SingleStack"
     for port in spec.ports or ():
         port.protocol = port.protocol or "TCP"
         if port.target_port is None:

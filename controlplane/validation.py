@@ -1217,6 +1217,65 @@ def _validate_service(svc: Service) -> list[FieldError]:
     errs += _one_of(spec.type, _SERVICE_TYPES, "spec.type")
     for i, ip in enumerate(spec.external_ips or ()):
         errs += [invalid(f"spec.externalIPs[{i}]", ip, msg) for msg in is_valid_ip(ip)]
+    errs += _validate_service_traffic(svc, svc_type)
+    return errs
+
+
+def _validate_service_traffic(svc: Service, svc_type: str) -> list[FieldError]:
+    """Traffic policies, the health-check port, the load-balancer IP and the IP families."""
+    spec = svc.spec
+    errs: list[FieldError] = []
+    external_types = ("NodePort", "LoadBalancer")
+    if spec.external_traffic_policy:
+        if svc_type not in external_types:
+            errs.append(
+                invalid(
+                    "spec.externalTrafficPolicy",
+                    spec.external_traffic_policy,
+                    "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
+                )
+            )
+        else:
+            errs += _one_of(spec.external_traffic_policy, ("Cluster", "Local"), "spec.externalTrafficPolicy")
+    if spec.internal_traffic_policy:
+        errs += _one_of(spec.internal_traffic_policy, ("Cluster", "Local"), "spec.internalTrafficPolicy")
+    if spec.health_check_node_port:
+        if svc_type != "LoadBalancer" or spec.external_traffic_policy != "Local":
+            errs.append(
+                invalid(
+                    "spec.healthCheckNodePort",
+                    spec.health_check_node_port,
+                    "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+                )
+            )
+        else:
+            errs += [
+                invalid("spec.healthCheckNodePort", spec.health_check_node_port, msg)
+                for msg in is_valid_port_num(spec.health_check_node_port)
+            ]
+    if spec.load_balancer_ip:
+        errs += [
+            invalid("spec.loadBalancerIP", spec.load_balancer_ip, m)
+            for m in is_valid_ip(spec.load_balancer_ip)
+        ]
+    if spec.load_balancer_source_ranges and svc_type != "LoadBalancer":
+        errs.append(
+            forbidden("spec.loadBalancerSourceRanges", "may only be used when `type` is 'LoadBalancer'")
+        )
+    if svc_type == "ExternalName":
+        if spec.ip_families:
+            errs.append(forbidden("spec.ipFamilies", "may not be set for type `ExternalName`"))
+        if spec.ip_family_policy:
+            errs.append(forbidden("spec.ipFamilyPolicy", "may not be set for type `ExternalName`"))
+    else:
+        for i, family in enumerate(spec.ip_families or ()):
+            errs += _one_of(family, ("IPv4", "IPv6"), f"spec.ipFamilies[{i}]")
+        if spec.ip_family_policy:
+            errs += _one_of(
+                spec.ip_family_policy,
+                ("SingleStack", "PreferDualStack", "RequireDualStack"),
+                "spec.ipFamilyPolicy",
+            )
     return errs
 
 

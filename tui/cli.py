@@ -31,7 +31,7 @@ from controlplane.client import ApiError, Client, ClientConfig, ClientError, Not
 from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
 
-from . import daemons, images, logs, nodes
+from . import daemons, expose, images, logs, nodes
 from . import exec as exec_command
 from .apply import ApplyOptions, apply, field_validation
 from .describe import describe
@@ -123,6 +123,7 @@ Commands:
   describe      Show one object in detail, with its events
   delete        Delete objects by name, label selector or manifest
   scale         Set the replicas of a replication controller
+  expose        Make a Service for a replication controller, pod or Service
   cordon        Mark a node unschedulable (uncordon: schedulable again)
   drain         Cordon a node and evict its pods, waiting until they are gone
   label         Add, change or remove labels
@@ -926,7 +927,24 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where the state database lives (default ~/.local/share/peapod)")
     p.add_argument("--listen", default="127.0.0.1:6443", metavar="HOST:PORT", help="address to serve on")
     p.add_argument("--token-file", help='static token file (token,user,uid,"groups"); needed off loopback')
+    p.add_argument(
+        "--advertise-address",
+        metavar="IP",
+        help="the address put in the kubernetes Service's Endpoints (default: the --listen host)",
+    )
     p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="the range node pod CIDRs are taken from")
+    p.add_argument(
+        "--service-cluster-ip-range",
+        default="10.254.0.0/16",
+        metavar="CIDR",
+        help="the range Service cluster IPs are taken from (its first address is the kubernetes Service's)",
+    )
+    p.add_argument(
+        "--service-node-port-range",
+        default="30000-32767",
+        metavar="FIRST-LAST",
+        help="the range of node ports of NodePort and LoadBalancer Services",
+    )
     p.add_argument(
         "--event-ttl", type=float, default=3600.0, metavar="SECONDS", help="how long events are kept"
     )
@@ -971,14 +989,26 @@ async def _controlplane(ctx: _Context) -> int:
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise UsageError(f'--listen must be HOST:PORT, got "{args.listen}"')
+    if args.advertise_address is not None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(args.advertise_address)
+        except ValueError:
+            raise UsageError(
+                f'--advertise-address must be an IP address, got "{args.advertise_address}"'
+            ) from None
     for flag in ("default_not_ready_toleration_seconds", "default_unreachable_toleration_seconds"):
         if getattr(args, flag) < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more")
     settings = Settings(
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         listen=args.listen,
+        advertise_address=args.advertise_address,
         token_file=Path(args.token_file) if args.token_file else None,
         cluster_cidr=args.cluster_cidr,
+        service_cluster_ip_range=args.service_cluster_ip_range,
+        service_node_port_range=args.service_node_port_range,
         event_ttl=args.event_ttl,
         compact_keep_seconds=args.history_seconds,
         compact_keep_revisions=args.history_revisions,
@@ -1052,6 +1082,7 @@ _COMMANDS: dict[str, _Command] = {
         _Command("describe", "Show objects in detail, with their events.", _setup_describe, _describe),
         _Command("delete", "Delete objects by name, selector or manifest.", _setup_delete, _delete),
         _Command("scale", "Set the number of replicas of a replication controller.", _setup_scale, _scale),
+        _Command("expose", "Make a Service for an rc, pod or service.", expose.setup_expose, expose.expose),
         _Command(
             "label", "Add, change or remove labels.", _setup_label, _metadata_command("labels", "labeled")
         ),

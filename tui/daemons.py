@@ -68,20 +68,39 @@ def setup_agent(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cleanup",
         action="store_true",
-        help="remove the pod network (nftables table, bridge, veths, address records) and exit",
+        help="remove the pod network and the service proxy's rules (nftables tables, bridge, veths, "
+        "routes to other nodes, address records) and exit",
+    )
+    p.add_argument(
+        "--service-cluster-ip-range",
+        default="10.254.0.0/16",
+        help="the cluster's Service range, as the API server has it (default 10.254.0.0/16)",
+    )
+    p.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="do not run the service proxy (no ClusterIP/NodePort rules on this node)",
     )
 
 
 async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> int:
     from agent.agent import Agent, AgentSettings
 
-    settings = AgentSettings(node_name=args.node_name)
+    settings = AgentSettings(
+        node_name=args.node_name, proxy=not args.no_proxy, service_cidr=args.service_cluster_ip_range
+    )
     if args.node_ip:
         settings.node_ip = args.node_ip
     if args.cleanup:
+        from agent.network import nftables
         from agent.network.bridge import BridgeNetwork
+        from agent.network.netns import run_in_netns
+        from agent.network.proxy_rules import TABLE as PROXY_TABLE
+        from agent.network.routes import sync_routes
 
         await BridgeNetwork(_data_dir(args) / "network", bridge=args.bridge).cleanup()
+        await nftables.delete(PROXY_TABLE)
+        await run_in_netns(None, sync_routes, {})
         print(f"pod network of {args.node_name} removed", file=out)
         return 0
     network = _network(args)

@@ -226,6 +226,9 @@ def _add_veth(veth: str, bridge: str, pod_netns: str) -> None:
             ipr.link("add", ifname=veth, kind="veth", peer={"ifname": POD_INTERFACE, "net_ns_fd": fd})
             index = ipr.link_lookup(ifname=veth)[0]
             ipr.link("set", index=index, master=ipr.link_lookup(ifname=bridge)[0], state="up")
+            # Hairpin: a pod reaching its own Service may be DNATed back to itself, and the bridge
+            # must then send the frame out of the port it came in on (the kubelet sets it too).
+            ipr.brport("set", index=index, mode=1)
     finally:
         os.close(fd)
 

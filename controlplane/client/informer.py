@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from controlplane.api.meta import TopLevel
 from controlplane.tasks import cancel
@@ -167,3 +167,15 @@ class Informer(Generic[T]):
             fn(*args)
         except Exception:
             log.exception("%s informer handler failed", self.cls.__name__)
+
+
+async def wait_synced(informers: Iterable[Informer[Any]], who: str) -> None:
+    """Wait, however long it takes, until every informer has listed once: a controller that acted on
+    partial caches would see a partial world (pods missing from Endpoints, nodes from a load balancer)."""
+    for informer in informers:
+        while True:
+            try:
+                await informer.wait_synced()
+                break
+            except TimeoutError:
+                log.warning("%s: the %s cache has not synced yet; still waiting", who, informer.cls.__name__)

@@ -47,7 +47,8 @@ from controlplane.api.core import (
     ServicePort,
 )
 from controlplane.api.meta import ObjectMeta, parse_time
-from controlplane.client import ApiError, Client, Informer, NotFound, key_of
+from controlplane.client import ApiError, Client, EventRecorder, Informer, NotFound, key_of
+from controlplane.client.informer import wait_synced
 from controlplane.selectors import Selector, from_set
 from controlplane.tasks import cancel
 
@@ -233,6 +234,26 @@ def desired_subsets(svc: Service, pods: list[Pod]) -> list[EndpointSubset]:
     return repacker.subsets()
 
 
+def unresolved_ports(svc: Service, pods: list[Pod]) -> list[str]:
+    """Named targetPorts that some selected pod does not expose (it is left out of that port): one line
+    each, for a Warning event, since nothing else would tell the user why a pod gets no traffic."""
+    lines = []
+    for sport in svc.spec.ports or ():
+        if not isinstance(sport.target_port, str):
+            continue
+        missing = sorted(
+            p.metadata.name or ""
+            for p in pods
+            if should_pod_be_in_endpoints(p, True) and find_port(p, sport) is None
+        )
+        if missing:
+            lines.append(
+                f'targetPort "{sport.target_port}" of port {sport.name or sport.port} is not a '
+                f"{sport.protocol or 'TCP'} container port of pod(s) {', '.join(missing)}"
+            )
+    return lines
+
+
 def truncate(subsets: list[EndpointSubset]) -> bool:
     """``truncateEndpoints``: keep at most MAX_CAPACITY addresses, ready ones first, each subset
     keeping its proportion. Returns whether anything was cut."""
@@ -358,6 +379,7 @@ class EndpointsController:
         self.services: Informer[Service] = Informer(client, Service)
         self.pods: Informer[Pod] = Informer(client, Pod)
         self.endpoints: Informer[Endpoints] = Informer(client, Endpoints)
+        self.recorder = EventRecorder(client, "endpoint-controller")
         self.queue = WorkQueue()
         self.triggers = TriggerTimeTracker()
         #: namespace → service name → selector, for Services with a non-empty selector.
@@ -394,13 +416,7 @@ class EndpointsController:
 
     async def _run(self) -> None:
         """Wait for the caches (a sync on partial caches would drop addresses), then work."""
-        while True:
-            try:
-                for informer in (self.services, self.pods, self.endpoints):
-                    await informer.wait_synced()
-                break
-            except TimeoutError:
-                log.warning("endpoints controller: caches not synced yet; still waiting")
+        await wait_synced((self.services, self.pods, self.endpoints), "endpoints controller")
         self._check_leftover_endpoints()
         await run_workers(self.queue, self.sync, self.settings.workers, "endpoints")
 
@@ -530,6 +546,8 @@ class EndpointsController:
         ):
             return
 
+        for line in unresolved_ports(svc, pods):
+            await self.recorder.record(svc, "Warning", "FailedToResolveTargetPort", line)
         annotations = dict(current.metadata.annotations or {}) if current is not None else {}
         if trigger is None and observed is not None:
             trigger = _dt.datetime.fromtimestamp(observed, _dt.UTC)

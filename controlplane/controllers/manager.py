@@ -46,6 +46,7 @@ class ControllerManager:
         from .namespace import NamespaceController
         from .nodelifecycle import NodeLifecycleController
         from .replication import ReplicationManager
+        from .servicelb import ServiceLBController
 
         self.client = client
         self.settings = settings or ControllerSettings()
@@ -54,12 +55,14 @@ class ControllerManager:
         self.endpoints = EndpointsController(client, self.settings)
         self.node_lifecycle = NodeLifecycleController(client, self.settings)
         self.namespaces = NamespaceController(client, recheck=self.settings.namespace_recheck)
+        self.servicelb = ServiceLBController(client, self.settings)
         self.controllers: list[Controller] = [
             self.namespaces,
             self.garbage_collector,
             self.replication,
             self.endpoints,
             self.node_lifecycle,
+            self.servicelb,
         ]
         self._started: list[Controller] = []
 

@@ -3,8 +3,10 @@
 
 Lifecycle: ``start()`` opens the store, makes the default namespaces and the agents' credential (the
 Secret ``kube-system/peapod-agent-proxy``, whose token the API server shows agents when it proxies logs
-and exec), repairs allocations, starts serving (uvicorn), then starts the components against the
-server's own URL; ``stop()`` undoes it in reverse, each background task cancelled with a timeout.
+and exec), repairs allocations (node pod CIDRs, Service cluster IPs and node ports), starts serving
+(uvicorn), keeps ``default/kubernetes`` pointing at itself (``kubernetes_service``), then starts the
+components against the server's own URL; ``stop()`` undoes it in reverse, each background task
+cancelled with a timeout.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from pathlib import Path
 
 import uvicorn
 
-from controlplane.api.core import Event, Namespace, Node, Secret
+from controlplane.api.core import (
+    Event,
+    Namespace,
+    Node,
+    Secret,
+    Service,
+)
 from controlplane.api.meta import ObjectMeta, parse_time
 from controlplane.api.registry import for_type
 from controlplane.client.streams import PROXY_SECRET_NAME, PROXY_SECRET_NAMESPACE, secret_token
@@ -33,10 +41,12 @@ from controlplane.store.sqlite import SQLiteBackend
 
 from . import errors
 from .admission import DefaultTolerationSeconds
-from .allocators import pod_cidr_allocator
+from .allocators import node_port_allocator, parse_port_range, pod_cidr_allocator, service_ip_allocator
 from .app import APIServer
 from .auth import Authenticator, is_loopback, load_token_file
 from .handlers import API
+from .kubernetes_service import KubernetesService, advertise_address
+from .services import ServiceRegistry
 from .storage import ObjectStorage
 from .watchcache import WatchCache
 
@@ -53,9 +63,20 @@ def default_data_dir() -> Path:
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     listen: str = "127.0.0.1:6443"
+    #: The address put in ``default/kubernetes``'s Endpoints instead of the listen host (kube-apiserver's
+    #: ``--advertise-address``): for a server reached through a proxy or another interface than it binds.
+    advertise_address: str | None = None
     token_file: Path | None = None
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
+    #: Where Service cluster IPs come from; its first address is the ``kubernetes`` Service's.
+    service_cluster_ip_range: str = "10.254.0.0/16"
+    #: Node ports of NodePort and LoadBalancer Services, both ends included.
+    service_node_port_range: str = "30000-32767"
+    #: How often this server renews its Lease and rewrites ``default/kubernetes``'s Endpoints, and how
+    #: long an unrenewed Lease keeps its server's address there (kube-apiserver: 10 s and 15 s).
+    endpoint_reconcile_interval: float = 10.0
+    endpoint_lease_ttl: float = 15.0
     event_ttl: float = 3600.0
     event_sweep_interval: float = 60.0
     compact_keep_seconds: float = 300.0
@@ -79,6 +100,21 @@ class Settings:
         return int(self.listen.rsplit(":", 1)[1])
 
 
+def service_ip_allocator_check(cidr: str) -> str:
+    """The normalised range, or ValueError naming what is wrong."""
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(cidr)
+    except ValueError:
+        raise ValueError(
+            f"invalid service cluster IP range {cidr!r}: want a CIDR like 10.254.0.0/16"
+        ) from None
+    if network.version != 4 or network.num_addresses < 8:
+        raise ValueError(f"invalid service cluster IP range {cidr}: want an IPv4 range of /29 or larger")
+    return str(network)
+
+
 class ControlPlaneError(Exception):
     """A setting that makes the control plane refuse to start."""
 
@@ -97,6 +133,11 @@ class ControlPlane:
                 f"refusing to listen on {settings.listen} without --token-file: with no authentication "
                 "the API server only listens on loopback (127.0.0.1 or ::1)"
             )
+        try:
+            ip_range = service_ip_allocator_check(settings.service_cluster_ip_range)
+            parse_port_range(settings.service_node_port_range)
+        except ValueError as exc:
+            raise ControlPlaneError(str(exc)) from None
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.backend = SQLiteBackend(
             settings.data_dir / "state.db",
@@ -105,12 +146,19 @@ class ControlPlane:
         )
         self.storage = ObjectStorage(self.backend)
         self.cache = WatchCache(self.backend, capacity=settings.watch_cache_capacity)
+        self.services = ServiceRegistry(
+            service_ip_allocator(self.backend, ip_range),
+            node_port_allocator(self.backend, settings.service_node_port_range),
+            ip_range,
+            settings.service_node_port_range,
+        )
         self.api = API(
             self.storage,
             pod_cidr_allocator(self.backend, settings.cluster_cidr, settings.node_cidr_prefix),
             DefaultTolerationSeconds(
                 settings.default_not_ready_toleration_seconds, settings.default_unreachable_toleration_seconds
             ),
+            self.services,
         )
         self.server = APIServer(
             self.api, self.cache, Authenticator(tokens), bookmark_interval=settings.bookmark_interval
@@ -121,6 +169,9 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._components: list[Callable[[], Awaitable[None]]] = []
         self.url = ""
+        self.server_id = secrets.token_hex(8)
+        self.kubernetes_service: KubernetesService | None = None
+        self.port = 0
 
     async def start(self) -> None:
         await self.backend.start()
@@ -158,9 +209,21 @@ class ControlPlane:
             await asyncio.sleep(0.01)
         self._tasks.append(serve)
         port = sock.getsockname()[1]
+        self.port = port
         host = self.settings.host
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.server.server_address = f"{host}:{port}"
+        self.kubernetes_service = KubernetesService(
+            self.storage,
+            self.services,
+            self.api._prepare_create,
+            self.server_id,
+            self.settings.advertise_address or advertise_address(host),
+            interval=self.settings.endpoint_reconcile_interval,
+            lease_ttl=self.settings.endpoint_lease_ttl,
+        )
+        await self.kubernetes_service.ensure_service(port)
+        self._tasks.append(asyncio.create_task(self.kubernetes_service.run(port), name="endpoint-reconciler"))
         self._tasks.append(asyncio.create_task(self._sweep_events(), name="event-ttl"))
         await self._start_components()
         self.server.ready = True
@@ -186,6 +249,9 @@ class ControlPlane:
 
     async def stop(self) -> None:
         self.server.ready = False
+        if self._tasks and self.kubernetes_service is not None:  # serving: take our address out
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.kubernetes_service.ensure_endpoints(self.port, remove=True), 5)
         for stop in reversed(self._components):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(stop(), 10)
@@ -216,6 +282,8 @@ class ControlPlane:
         await self.api.pod_cidrs.repair(
             (n.spec.pod_cidr, n.metadata.name or "") for n in nodes if isinstance(n, Node) and n.spec.pod_cidr
         )
+        _, services, _ = await self.storage.list(for_type(Service), None)
+        await self.services.repair(s for s in services if isinstance(s, Service))
 
     async def _agent_credential(self) -> str:
         """The token of ``kube-system/peapod-agent-proxy``, made (random, 256 bits) if missing. Several

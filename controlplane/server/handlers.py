@@ -64,6 +64,7 @@ from . import errors
 from .admission import DefaultTolerationSeconds
 from .allocators import AllocationError, RangeAllocator
 from .request import RequestInfo, decode_body
+from .services import ServiceRegistry
 from .storage import ObjectStorage, encode, parse_rv
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -150,6 +151,12 @@ def generate_name(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
 
 
+UpdateHook = Callable[
+    [TopLevel, TopLevel],
+    Awaitable[tuple[Callable[[], Awaitable[None]] | None, Callable[[], Awaitable[None]] | None]],
+]
+
+
 def meta(obj: TopLevel) -> ObjectMeta:
     return obj.metadata  # type: ignore[attr-defined]
 
@@ -167,6 +174,7 @@ class API:
         storage: ObjectStorage,
         pod_cidrs: RangeAllocator[str],
         admission: DefaultTolerationSeconds | None = None,
+        services: ServiceRegistry | None = None,
     ) -> None:
         self.storage = storage
         self.pod_cidrs = pod_cidrs
@@ -179,6 +187,14 @@ class API:
             "Node": self._allocate_pod_cidr,
         }
         self.delete_hooks: dict[str, Callable[[TopLevel], Awaitable[None]]] = {"Node": self._release_pod_cidr}
+        # Called with (stored, proposed) before an update of the main resource is validated; may change
+        # the proposed object (allocations) and returns (undo if the write fails, finish once it is done).
+        self.update_hooks: dict[str, UpdateHook] = {}
+        self.services = services
+        if services is not None:
+            self.create_hooks["Service"] = services.on_create
+            self.update_hooks["Service"] = services.on_update
+            self.delete_hooks["Service"] = services.on_delete
 
     # --- decoding -------------------------------------------------------------------------------
 
@@ -397,17 +413,25 @@ class API:
             if expected and expected != current_rv:
                 raise errors.conflict(info.plural, ri.name, errors.STALE, info.group)
             proposed = await compute(copy.deepcopy(current))
-            new = self._prepare_update(ri, proposed, current)
-            if encode(new) == encode(current):
-                return current
-            if opts.dry_run:
-                return new
+            undo = finish = None
+            hook = self.update_hooks.get(info.kind) if ri.subresource is None else None
+            if hook is not None:
+                undo, finish = await hook(current, proposed)
             try:
+                new = self._prepare_update(ri, proposed, current)
+                if encode(new) == encode(current) or opts.dry_run:
+                    if undo is not None:
+                        await undo()
+                    return current if encode(new) == encode(current) else new
                 updated = await self.storage.update(info, new, current_rv)
             except errors.APIError as exc:
+                if undo is not None:
+                    await undo()
                 if exc.status.reason == "Conflict" and not expected and attempt + 1 < attempts:
                     continue
                 raise
+            if finish is not None:
+                await finish()
             if self._finalized(updated):
                 return await self._delete_now(info, updated)
             return updated

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from controlplane.api import Endpoints, Pod, PodStatus, Service
+from controlplane.api import Endpoints, Event, Pod, PodStatus, Service
 from controlplane.client import Client, NotFound
 from controlplane.controllers.endpoints import (
     HEADLESS_LABEL,
@@ -170,6 +170,11 @@ async def test_named_target_port_is_resolved_per_pod(client: Client) -> None:
     await eventually(lambda: get_endpoints(client, "barrier"), "the later service's Endpoints")
     again = await get_endpoints(client, "api")
     assert again is not None and again.metadata.resource_version == ep.metadata.resource_version
+    # Why two pods get no traffic on "http" is said once, on the Service.
+    warnings = [e for e in (await client.list(Event, NS)).items if e.reason == "FailedToResolveTargetPort"]
+    assert [(e.involved_object.name, e.type, e.message) for e in warnings] == [
+        ("api", "Warning", 'targetPort "web" of port http is not a TCP container port of pod(s) none, udp')
+    ]
 
 
 async def test_headless_service_without_ports(client: Client) -> None:

@@ -122,12 +122,14 @@ async def test_toleration_seconds_decide_when_pods_are_evicted(
     # The controller has acted on this node (brief is gone); forever tolerates without a limit.
     by_name = {p.metadata.name: p for p in (await client.list(Pod, "default")).items}
     assert by_name["forever"].metadata.deletion_timestamp is None
-    reasons = [
-        e["reason"]
-        for e in (await client.request("GET", "/api/v1/namespaces/default/events")).json()["items"]
-        if e["involvedObject"]["name"] == "brief"
-    ]
-    assert "TaintManagerEviction" in reasons
+
+    async def eviction_event() -> bool:
+        events = (await client.request("GET", "/api/v1/namespaces/default/events")).json()["items"]
+        return any(
+            e["involvedObject"]["name"] == "brief" and e["reason"] == "TaintManagerEviction" for e in events
+        )
+
+    await eventually(eviction_event, "the TaintManagerEviction event (recorded after the delete)")
 
 
 async def test_untolerated_no_execute_taint_evicts_at_once(

@@ -16,7 +16,7 @@ import msgspec
 from controlplane.api import Event, ObjectMeta, Pod, ReplicationController
 from controlplane.api.core import PodCondition
 from controlplane.api.meta import now
-from controlplane.client import Client, NotFound
+from controlplane.client import Client, Conflict, NotFound
 from controlplane.controllers.manager import ControllerSettings
 from controlplane.controllers.replication import (
     Expectations,
@@ -259,9 +259,14 @@ async def test_scale_subresource_patch_and_zero(client: Client) -> None:
     await wait_pods(client, "sc", 4)
     await client.patch(ReplicationController, "sc", {"spec": {"replicas": 2}}, NS)
     await wait_pods(client, "sc", 2)
-    current = await client.get(ReplicationController, "sc", NS)
-    current.spec.replicas = 0
-    await client.replace(current)
+    for _ in range(10):  # a full update, retried like any client's when a status write got in first
+        current = await client.get(ReplicationController, "sc", NS)
+        current.spec.replicas = 0
+        try:
+            await client.replace(current)
+            break
+        except Conflict:
+            continue
     await wait_pods(client, "sc", 0)
     await wait_status(client, "sc", replicas=0, observed_generation=4)
     assert await pods_of(client, "sc", active=False) == []

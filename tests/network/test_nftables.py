@@ -23,40 +23,40 @@ from agent.network.netns import run_in_netns
 
 def parts(exprs: tuple[nft.Expr, ...]) -> list[tuple[str, dict[str, Any]]]:
     """(expression name, {attribute: value}) of each expression."""
-    return [(e["attrs"][0][1], dict(e["attrs"][1][1]["attrs"])) for e in exprs]
+    return [(e.name, dict(e.attrs)) for e in exprs]
 
 
 def cmp_value(exprs: tuple[nft.Expr, ...]) -> bytes:
     name, attrs = parts(exprs)[-1]
     assert name == "cmp"
-    return dict(attrs["NFTA_CMP_DATA"]["attrs"])["NFTA_DATA_VALUE"]
+    return attrs["data"]
 
 
 def test_dport_compares_the_port_in_network_byte_order() -> None:
     (payload, attrs), _ = parts(nft.dport(18081))
-    assert (payload, attrs["NFTA_PAYLOAD_OFFSET"], attrs["NFTA_PAYLOAD_LEN"]) == ("payload", 2, 2)
+    assert (payload, attrs["offset"], attrs["len"]) == ("payload", 2, 2)
     assert cmp_value(nft.dport(18081)) == b"\x46\xa1"
 
 
 def test_host_address_is_compared_whole_without_a_mask() -> None:
     exprs = nft.saddr("10.0.0.1")
     assert [name for name, _ in parts(exprs)] == ["payload", "cmp"]
-    assert parts(exprs)[0][1]["NFTA_PAYLOAD_OFFSET"] == 12
-    assert parts(exprs)[0][1]["NFTA_PAYLOAD_LEN"] == 4
+    assert parts(exprs)[0][1]["offset"] == 12
+    assert parts(exprs)[0][1]["len"] == 4
     assert cmp_value(exprs) == bytes([10, 0, 0, 1])
 
 
 def test_prefix_of_whole_bytes_compares_only_those_bytes() -> None:
     exprs = nft.daddr("10.244.0.0/16")
     assert [name for name, _ in parts(exprs)] == ["payload", "cmp"]
-    assert (parts(exprs)[0][1]["NFTA_PAYLOAD_OFFSET"], parts(exprs)[0][1]["NFTA_PAYLOAD_LEN"]) == (16, 2)
+    assert (parts(exprs)[0][1]["offset"], parts(exprs)[0][1]["len"]) == (16, 2)
     assert cmp_value(exprs) == bytes([10, 244])
 
 
 def test_other_prefixes_mask_the_address() -> None:
     exprs = nft.saddr("10.244.17.3/20")  # host bits are dropped, as nft does
     assert [name for name, _ in parts(exprs)] == ["payload", "bitwise", "cmp"]
-    mask = dict(parts(exprs)[1][1]["NFTA_BITWISE_MASK"]["attrs"])["NFTA_DATA_VALUE"]
+    mask = parts(exprs)[1][1]["mask"]
     assert mask == bytes([255, 255, 240, 0])
     assert cmp_value(exprs) == bytes([10, 244, 16, 0])
 
@@ -69,8 +69,7 @@ def test_negate_compares_with_not_equal() -> None:
         (nft.oifname("pea0", negate=True), True),
         (nft.iifname("pea0"), False),
     ]:
-        op = parts(exprs)[-1][1]["NFTA_CMP_OP"]
-        assert op == (nft.Cmp.NFT_CMP_NEQ if negated else nft.Cmp.NFT_CMP_EQ)
+        assert parts(exprs)[-1][1]["op"] == (1 if negated else 0)  # NFT_CMP_NEQ, NFT_CMP_EQ
 
 
 def test_interface_names_are_nul_padded_to_16_bytes() -> None:
@@ -82,9 +81,8 @@ def test_interface_names_are_nul_padded_to_16_bytes() -> None:
 def test_dnat_without_port_leaves_the_port_alone() -> None:
     names = [name for name, _ in parts(nft.dnat("10.244.0.5"))]
     assert names == ["immediate", "nat"]
-    assert "NFTA_NAT_REG_PROTO_MIN" not in parts(nft.dnat("10.244.0.5"))[-1][1]
-    port = parts(nft.dnat("10.244.0.5", 80))[1][1]
-    assert dict(port["NFTA_IMMEDIATE_DATA"]["attrs"])["NFTA_DATA_VALUE"] == b"\x00\x50"
+    assert "reg_proto_min" not in parts(nft.dnat("10.244.0.5"))[-1][1]
+    assert parts(nft.dnat("10.244.0.5", 80))[1][1]["data"] == b"\x00\x50"
 
 
 def test_nonsense_is_refused_before_the_kernel_sees_it() -> None:
@@ -318,3 +316,113 @@ async def test_dnat_redirects_a_real_connection(netns: str) -> None:
             assert conn.recv(5) == b"hello"
     finally:
         listener.close()
+
+
+K3, K2 = ("ip daddr", "meta l4proto", "th dport"), ("meta l4proto", "th dport")
+MAPS = nft.Table(
+    "peatest",
+    (
+        nft.Chain("target", (nft.Rule(nft.update_set("seen", "ip saddr", 60) + nft.accept()),)),
+        nft.Chain(
+            "input",
+            (
+                nft.Rule(nft.vmap("by-service", K3)),
+                nft.Rule(nft.vmap("by-port", K2)),
+                nft.Rule(nft.in_set("seen", "ip saddr") + nft.goto("target")),
+            ),
+            hook="input",
+        ),
+    ),
+    sets=(
+        nft.Set("by-service", K3, ((nft.set_key(K3, "10.254.0.1", 6, 80), "target"),), is_map=True),
+        nft.Set("by-port", K2, ((nft.set_key(K2, 17, 30053), "target"),), is_map=True),
+        nft.Set("seen", ("ip saddr",), timeout=60),
+    ),
+)
+
+
+def test_concatenated_keys_are_padded_to_registers() -> None:
+    assert nft.set_key(K3, "10.0.0.1", 6, 80) == bytes([10, 0, 0, 1, 6, 0, 0, 0, 0, 80, 0, 0])
+    assert nft.set_key(("ip saddr",), "10.0.0.1") == bytes([10, 0, 0, 1])
+    with pytest.raises(ValueError):
+        nft.set_key(K2, 6)
+
+
+def test_equal_expressions_are_built_once_and_compare_by_their_bytes() -> None:
+    assert nft.saddr("10.0.0.0/8")[0] is nft.saddr("10.0.0.0/8")[0]
+    assert nft.dport(80) != nft.dport(81)
+
+
+def test_update_touches_only_what_changed_in_an_order_the_kernel_accepts() -> None:
+    def table(*chains: nft.Chain, verdicts: tuple[tuple[bytes, str], ...] = ()) -> nft.Table:
+        return nft.Table("peatest", chains, sets=(nft.Set("m", K2, verdicts, is_map=True),))
+
+    key = nft.set_key(K2, 6, 80)
+    old = table(nft.Chain("a", (nft.Rule(nft.accept()),)), nft.Chain("b"), verdicts=((key, "a"),))
+    new = table(nft.Chain("b", (nft.Rule(nft.drop()),)), nft.Chain("c"), verdicts=((key, "c"),))
+    ops = nft.diff_ops(old, new)
+    assert ops is not None
+    assert [op.what for op in ops] == [
+        "add chain c",
+        "add rule 1 to chain b",  # b was empty: nothing to flush
+        "delete 1 elements of m",
+        "add 1 elements of m",
+        "flush chain a",  # chain a is deleted once nothing points at it any more
+        "delete chain a",
+    ]
+    assert nft.diff_ops(old, old) == []
+    base = nft.Chain("b", hook="input")
+    assert nft.diff_ops(old, table(base)) is None  # a base chain redefined: rewrite the whole table
+
+
+@pytest.mark.e2e
+async def test_sets_and_verdict_maps_read_back_as_nft_writes_them(netns: str) -> None:
+    await nft.apply(MAPS, netns)
+    assert nft_list(netns, "peatest") == [
+        "table ip peatest {",
+        "map by-service {",
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+        "elements = { 10.254.0.1 . tcp . 80 : goto target }",
+        "}",
+        "map by-port {",
+        "type inet_proto . inet_service : verdict",
+        "elements = { udp . 30053 : goto target }",
+        "}",
+        "set seen {",
+        "type ipv4_addr",
+        "size 65535",
+        "flags dynamic,timeout",
+        "timeout 1m",
+        "}",
+        "chain target {",
+        "update @seen { ip saddr timeout 1m } accept",
+        "}",
+        "chain input {",
+        "type filter hook input priority filter; policy accept;",
+        "ip daddr . meta l4proto . th dport vmap @by-service",
+        "meta l4proto . th dport vmap @by-port",
+        "ip saddr @seen goto target",
+        "}",
+        "}",
+    ]
+
+
+@pytest.mark.e2e
+async def test_update_applies_the_difference_in_the_kernel(netns: str) -> None:
+    await nft.apply(MAPS, netns)
+    key = nft.set_key(K3, "10.254.0.2", 17, 53)
+    new = nft.Table(  # an element changes target; chain "target" and set "seen" lose their users and go
+        "peatest",
+        (
+            nft.Chain("input", MAPS.chains[1].rules[:2], hook="input"),
+            nft.Chain("other", (nft.Rule(nft.drop()),)),
+        ),
+        sets=(
+            nft.Set("by-service", K3, ((key, "other"),), is_map=True),
+            nft.Set("by-port", K2, (), is_map=True),
+        ),
+    )
+    await nft.update(MAPS, new, netns)
+    text = nft_list(netns, "peatest")
+    assert "elements = { 10.254.0.2 . udp . 53 : goto other }" in text
+    assert not any("seen" in line or "target" in line for line in text)

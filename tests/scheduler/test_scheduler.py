@@ -485,7 +485,10 @@ async def test_pods_of_other_schedulers_and_bound_pods_are_left_alone() -> None:
 
 @pytest.fixture
 def no_builtin_scheduler(settings: Settings) -> Settings:
+    # No controllers either: the pods here name owners that do not exist, which the garbage collector
+    # would rightly delete.
     settings.scheduler = False
+    settings.controllers = False
     return settings
 
 

@@ -1,0 +1,320 @@
+"""What the service proxy's nftables table holds, computed from Services, Endpoints and the node's facts.
+
+A pure function (no kernel, no clock), so every rule is tested without one. The proxy computes the whole
+table each time (level-based: the table says what the API says now) and sends the kernel only what
+differs from the last one written (``nftables.update``). Modelled on Kubernetes' nftables proxy: service
+ports are found in verdict maps keyed on ``ip daddr . meta l4proto . th dport`` (node ports on ``meta
+l4proto . th dport``), one hash lookup whatever the number of services, and a service's map element,
+chains and sets are its own, so a change to one service touches only those. An endpoint is picked per
+new connection by a cascade of ``numgen random`` rules (1/N, then 1/(N-1) of the rest, ...: uniform, as
+kube-proxy's iptables mode does).
+
+    table ip peapod-proxy
+      map service-ips            CLUSTER_IP . tcp . P : goto svc-…,  LB_OR_EXTERNAL_IP . tcp . P : goto ext-…
+      map service-nodeports      tcp . NODEPORT : goto ext-…
+      map no-endpoint-services   CLUSTER_IP . tcp . P : goto reject  (and external IPs)
+      map no-endpoint-nodeports  tcp . NODEPORT : goto reject
+      set aff-…                  client addresses an endpoint has served (ClientIP affinity; timeout)
+      prerouting  (nat, dstnat)   jump services              from pods (bridge) and other nodes
+      output      (nat, dstnat)   jump services              from the node itself, 127.0.0.1 included
+      services    ip daddr . meta l4proto . th dport vmap @service-ips
+                  fib daddr type local jump nodeports
+      nodeports   meta l4proto . th dport vmap @service-nodeports
+      ext-…       [Cluster] mark masquerade; goto svc-…
+                  [Local]   ip saddr 127.0.0.0/8 mark; ip saddr CLUSTER_CIDR goto svc-…; local endpoints
+                            (Local policy, no local endpoint: drop)
+      svc-…       ip saddr != CLUSTER_CIDR mark masquerade; [affinity: ip saddr @aff-EP goto ep-EP, each]
+                  numgen cascade goto ep-…
+      ep-…        ip saddr EP_IP mark masquerade (hairpin); [affinity: update @aff-EP { ip saddr }]
+                  dnat to EP_IP:PORT
+      postrouting (nat, srcnat)   meta mark & 0x4000 != 0 masquerade
+                                  ip saddr POD_CIDR ip daddr POD_CIDR ct status dnat masquerade
+      reject-prerouting / reject-output (filter, before dstnat)  jump no-endpoints
+      no-endpoints  ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+                    fib daddr type local meta l4proto . th dport vmap @no-endpoint-nodeports
+      reject        meta l4proto tcp reject with tcp reset; reject with icmp port-unreachable
+
+Masquerading is decided where the packet is DNATed and carried to postrouting in the packet mark (bit
+0x4000, as kube-proxy), so a connection is masqueraded when it came from outside the pod range or from
+the node (ClusterIP), always for NodePort/LoadBalancer with policy Cluster, from 127.0.0.0/8 (localhost
+node ports, which also need ``route_localnet``), and when a pod was picked as its own endpoint (hairpin).
+A pod of this node reaching an endpoint on the same node's bridge is masqueraded too (the reply would
+otherwise go straight back over the bridge, un-NATed, unless br_netfilter is on, which kube-proxy needs).
+Endpoints are the ready addresses of the Endpoints object of the same name, with the port whose name
+matches the service port's.
+
+sessionAffinity ClientIP: each endpoint of such a service has a dynamic set of client addresses with the
+service's timeout (default 3 h). The endpoint's chain adds (or refreshes) the client on every new
+connection it takes, and the service chain first sends a client found in an endpoint's set back to that
+endpoint; only unknown clients reach the random pick. Simpler than kube-proxy's one map per service
+(client -> endpoint), with the same effect: a client in two sets (its endpoint was removed and came
+back) goes to the first.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from controlplane.api.core import Endpoints, Service
+
+from . import nftables as nft
+
+TABLE = "peapod-proxy"
+MASQ_MARK = 0x4000
+PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+LOCALHOST = "127.0.0.0/8"
+AFFINITY_TIMEOUT = 10800  # seconds: Kubernetes' default for sessionAffinity ClientIP
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+    node_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of one Service with what it needs for its rules: the proxy's unit of work."""
+
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # TCP, UDP, SCTP
+    port: int
+    cluster_ip: str
+    node_port: int | None = None
+    external_ips: tuple[str, ...] = ()  # LoadBalancer ingress, loadBalancerIP, externalIPs
+    local_only: bool = False  # externalTrafficPolicy: Local
+    endpoints: tuple[Endpoint, ...] = ()
+    affinity_timeout: int | None = None  # seconds, with sessionAffinity ClientIP
+
+    @property
+    def id(self) -> str:
+        """``ns/name/proto/port``: unique per table, part of every chain name of this port."""
+        return f"{self.namespace}/{self.name}/{self.protocol.lower()}/{self.port_name or self.port}"
+
+
+def _ready_endpoints(endpoints: Endpoints | None, port_name: str, protocol: str) -> tuple[Endpoint, ...]:
+    found: set[Endpoint] = set()
+    for subset in (endpoints.subsets if endpoints else None) or []:
+        for ep_port in subset.ports or []:
+            if (ep_port.name or "") != port_name or (ep_port.protocol or "TCP") != protocol:
+                continue
+            for address in subset.addresses or []:
+                found.add(Endpoint(address.ip, ep_port.port, address.node_name))
+    return tuple(sorted(found, key=lambda e: (e.ip, e.port)))  # stable order: stable table
+
+
+def service_ports(services: Iterable[Service], endpoints: Mapping[str, Endpoints]) -> list[ServicePort]:
+    """Every proxied port of ``services``, sorted; ``endpoints`` is keyed ``namespace/name``. Services
+    without a cluster IP (headless, ExternalName) have nothing to proxy."""
+    result = []
+    for svc in services:
+        spec, meta = svc.spec, svc.metadata
+        if spec.type == "ExternalName" or spec.cluster_ip in (None, "", "None"):
+            continue
+        namespace, name = meta.namespace or "default", meta.name or ""
+        extra: list[str] = []
+        if spec.type == "LoadBalancer":
+            ingress = svc.status.load_balancer.ingress if svc.status.load_balancer else None
+            extra += [i.ip for i in ingress or [] if i.ip]
+            if spec.load_balancer_ip:
+                extra.append(spec.load_balancer_ip)
+        extra += spec.external_ips or []
+        node_ports = spec.type in ("NodePort", "LoadBalancer")
+        affinity = None
+        if spec.session_affinity == "ClientIP":
+            config = spec.session_affinity_config.client_ip if spec.session_affinity_config else None
+            affinity = int((config or {}).get("timeoutSeconds") or AFFINITY_TIMEOUT)
+        for port in spec.ports or []:
+            protocol = port.protocol or "TCP"
+            if protocol not in PROTOCOLS:
+                continue
+            result.append(
+                ServicePort(
+                    namespace=namespace,
+                    name=name,
+                    port_name=port.name or "",
+                    protocol=protocol,
+                    port=port.port,
+                    cluster_ip=spec.cluster_ip,
+                    node_port=port.node_port if node_ports else None,
+                    external_ips=tuple(sorted(set(extra))),
+                    local_only=spec.external_traffic_policy == "Local",
+                    affinity_timeout=affinity,
+                    endpoints=_ready_endpoints(
+                        endpoints.get(f"{namespace}/{name}"), port.name or "", protocol
+                    ),
+                )
+            )
+    return sorted(result, key=lambda p: p.id)
+
+
+SERVICE_KEY = ("ip daddr", "meta l4proto", "th dport")
+NODEPORT_KEY = ("meta l4proto", "th dport")
+REJECT = "reject"
+
+
+def _service_key(ip: str, port: ServicePort) -> bytes:
+    return nft.set_key(SERVICE_KEY, ip, PROTOCOLS[port.protocol], port.port)
+
+
+def _nodeport_key(port: ServicePort) -> bytes:
+    return nft.set_key(NODEPORT_KEY, PROTOCOLS[port.protocol], port.node_port or 0)
+
+
+def _pick(chain_of: list[str]) -> tuple[nft.Rule, ...]:
+    """Uniform choice among chains: the i-th is taken with probability 1/(n-i) of what is left."""
+    n = len(chain_of)
+    rules = [nft.Rule(nft.numgen_random(n - i, 0) + nft.goto(chain)) for i, chain in enumerate(chain_of[:-1])]
+    return (*rules, nft.Rule(nft.goto(chain_of[-1])))
+
+
+def _affine(p: ServicePort, chains: list[str]) -> tuple[nft.Rule, ...]:
+    """ClientIP affinity: a client seen by an endpoint within the timeout goes back to it."""
+    if p.affinity_timeout is None:
+        return ()
+    return tuple(nft.Rule(nft.in_set(_affinity_set(c), "ip saddr") + nft.goto(c)) for c in chains)
+
+
+def _affinity_set(ep_chain: str) -> str:
+    return "aff-" + ep_chain.removeprefix("ep-")
+
+
+def _map(name: str, key: tuple[str, ...], verdicts: list[tuple[bytes, str]]) -> nft.Set:
+    """A verdict map; should two service ports claim one key (the API forbids it) the first one wins,
+    as the first of two rules would."""
+    first: dict[bytes, str] = {}
+    for k, chain in verdicts:
+        first.setdefault(k, chain)
+    return nft.Set(name, key, tuple(first.items()), is_map=True)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one service port adds to the table: its chains and sets, and its verdict map entries."""
+
+    chains: tuple[nft.Chain, ...] = ()
+    sets: tuple[nft.Set, ...] = ()
+    service_ips: tuple[tuple[bytes, str], ...] = ()
+    node_ports: tuple[tuple[bytes, str], ...] = ()
+    no_endpoint_ips: tuple[tuple[bytes, str], ...] = ()
+    no_endpoint_ports: tuple[tuple[bytes, str], ...] = ()
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _part(p: ServicePort, node_name: str, cluster_cidr: str) -> _Part:
+    """Memoized: a resync rebuilds only the ports that changed, and unchanged ones yield the very same
+    chain objects, so comparing with the last table written is mostly identity checks."""
+    mark = nft.mark_set(MASQ_MARK)
+    svc, ext = f"svc-{p.id}", f"ext-{p.id}"
+    targets = ((_service_key(p.cluster_ip, p), svc), *((_service_key(ip, p), ext) for ip in p.external_ips))
+    if not p.endpoints:
+        return _Part(
+            no_endpoint_ips=tuple((key, REJECT) for key, _ in targets),
+            no_endpoint_ports=((_nodeport_key(p), REJECT),) if p.node_port else (),
+        )
+    chains: list[nft.Chain] = []
+    sets: list[nft.Set] = []
+    ep_chains = []
+    for ep in p.endpoints:
+        name = f"ep-{p.id}__{ep.ip}/{ep.port}"
+        ep_chains.append(name)
+        remember: tuple[nft.Rule, ...] = ()
+        if p.affinity_timeout is not None:
+            aff = _affinity_set(name)
+            sets.append(nft.Set(aff, ("ip saddr",), timeout=p.affinity_timeout))
+            remember = (nft.Rule(nft.update_set(aff, "ip saddr", p.affinity_timeout)),)
+        rules = (
+            nft.Rule(nft.saddr(ep.ip) + mark),
+            *remember,
+            nft.Rule(nft.l4proto(PROTOCOLS[p.protocol]) + nft.dnat(ep.ip, ep.port)),
+        )
+        chains.append(nft.Chain(name, rules))
+    svc_rules = (nft.Rule(nft.saddr(cluster_cidr, negate=True) + mark), *_affine(p, ep_chains))
+    chains.append(nft.Chain(svc, (*svc_rules, *_pick(ep_chains))))
+    if p.node_port or p.external_ips:
+        if p.local_only:
+            local = [c for c, ep in zip(ep_chains, p.endpoints, strict=True) if ep.node_name == node_name]
+            ext_rules = (
+                nft.Rule(nft.saddr(LOCALHOST) + mark),
+                nft.Rule(nft.saddr(cluster_cidr) + nft.goto(svc)),  # pods use every endpoint, as in k8s
+                *(_affine(p, local) + _pick(local) if local else (nft.Rule(nft.drop()),)),
+            )
+        else:
+            ext_rules = (nft.Rule(mark), nft.Rule(nft.goto(svc)))
+        chains.append(nft.Chain(ext, ext_rules))
+    node_ports = ((_nodeport_key(p), ext),) if p.node_port else ()
+    return _Part(tuple(chains), tuple(sets), targets, node_ports)
+
+
+def proxy_table(
+    ports: list[ServicePort], node_name: str, cluster_cidr: str, pod_cidr: str | None = None
+) -> nft.Table:
+    """The whole proxy table for ``ports`` on node ``node_name``; pods are in ``cluster_cidr``, this
+    node's in ``pod_cidr`` (None: not known yet)."""
+    parts = [_part(p, node_name, cluster_cidr) for p in ports]
+    chains = [chain for part in parts for chain in part.chains]
+    sets = [s for part in parts for s in part.sets]
+    service_ips = [entry for part in parts for entry in part.service_ips]
+    node_ports = [entry for part in parts for entry in part.node_ports]
+    no_endpoint_ips = [entry for part in parts for entry in part.no_endpoint_ips]
+    no_endpoint_ports = [entry for part in parts for entry in part.no_endpoint_ports]
+    same_bridge: tuple[nft.Rule, ...] = ()
+    if pod_cidr:  # the endpoint's reply would go straight back over the bridge, bypassing our conntrack
+        same_bridge = (
+            nft.Rule(nft.saddr(pod_cidr) + nft.daddr(pod_cidr) + nft.ct_status_dnat() + nft.masquerade()),
+        )
+    to_services = (nft.Rule(nft.jump("services")),)
+    to_reject = (nft.Rule(nft.jump("no-endpoints")),)
+    base = (
+        nft.Chain("reject-prerouting", to_reject, hook="prerouting", type="filter", priority=-110),
+        nft.Chain("reject-output", to_reject, hook="output", type="filter", priority=-110),
+        nft.Chain("prerouting", to_services, hook="prerouting", type="nat", priority=-100),
+        nft.Chain("output", to_services, hook="output", type="nat", priority=-100),
+        nft.Chain(
+            "postrouting",
+            (nft.Rule(nft.mark_has(MASQ_MARK) + nft.masquerade()), *same_bridge),
+            hook="postrouting",
+            type="nat",
+            priority=100,
+        ),
+        nft.Chain(
+            REJECT,
+            (
+                nft.Rule(nft.l4proto(PROTOCOLS["TCP"]) + nft.reject_tcp_reset()),
+                nft.Rule(nft.reject_port_unreachable()),
+            ),
+        ),
+        nft.Chain(
+            "no-endpoints",
+            (
+                nft.Rule(nft.vmap("no-endpoint-services", SERVICE_KEY)),
+                nft.Rule(nft.fib_daddr_local() + nft.vmap("no-endpoint-nodeports", NODEPORT_KEY)),
+            ),
+        ),
+        nft.Chain(
+            "services",
+            (
+                nft.Rule(nft.vmap("service-ips", SERVICE_KEY)),
+                nft.Rule(nft.fib_daddr_local() + nft.jump("nodeports")),
+            ),
+        ),
+        nft.Chain("nodeports", (nft.Rule(nft.vmap("service-nodeports", NODEPORT_KEY)),)),
+    )
+    maps = (
+        _map("service-ips", SERVICE_KEY, service_ips),
+        _map("service-nodeports", NODEPORT_KEY, node_ports),
+        _map("no-endpoint-services", SERVICE_KEY, no_endpoint_ips),
+        _map("no-endpoint-nodeports", NODEPORT_KEY, no_endpoint_ports),
+    )
+    return nft.Table(TABLE, (*base, *chains), sets=(*maps, *sets))
+
+
+def udp_endpoints(ports: Iterable[ServicePort]) -> set[tuple[str, int]]:
+    """(ip, port) of every UDP endpoint: those that disappear need their conntrack entries flushed, or
+    datagrams keep following the old DNAT to an endpoint that is gone."""
+    return {(ep.ip, ep.port) for p in ports if p.protocol == "UDP" for ep in p.endpoints}
