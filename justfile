@@ -46,12 +46,13 @@ cluster N="3":
 test *ARGS:
     "{{bin}}/python" -m pytest -q -p no:cacheprovider {{ARGS}}
 
-# Benchmarks (the API, pod start on real Podman as root, an RC scaled 0 -> 500 on hollow nodes, the service proxy's nftables as root): figures and the command that reproduces them.
+# Benchmarks (the API, pod start on real Podman as root, an RC scaled 0 -> 500 on hollow nodes, the service proxy's nftables as root, the node DNS server): figures and the command that reproduces them.
 bench:
     "{{bin}}/python" bench/bench_api.py
     "{{bin}}/python" bench/bench_pods.py
     "{{bin}}/python" bench/bench_rc.py
     "{{bin}}/python" bench/bench_proxy.py
+    "{{bin}}/python" bench/bench_dns.py
 
 # ruff (lint + format check) and mypy.
 lint:

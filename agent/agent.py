@@ -6,8 +6,10 @@ every pod, so a missed event costs at most one resync period. Pod workers drain 
 once the informer has synced, sandboxes whose pod no longer exists are removed (pods deleted while the
 agent was down), and running ones are adopted as they are — nothing is restarted. The pod network
 (``agent.network``) is set up right after registration, once the Node's podCIDR is known, with
-the routes to other nodes' pods beside it (``network.routes``) and the service proxy (``agent.proxy``,
-its own informers on Services and Endpoints).
+the routes to other nodes' pods beside it (``network.routes``), the service proxy (``agent.proxy``) and
+the node-local cluster DNS server (``agent.dns``, on the bridge gateway, port 53; the proxy sends the
+``kube-system/kube-dns`` Service there). The agent's Services informer feeds the pod workers, the proxy
+and the DNS server; its Endpoints informer (started only with a real pod network) the last two.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from controlplane.api.core import Pod, Service
+from controlplane.api.core import Endpoints, Pod, Service
 from controlplane.client import Client, EventRecorder, Informer, key_of
 from controlplane.tasks import cancel
 
@@ -31,6 +33,7 @@ from .server import AgentServer
 from .volumes import VolumeManager
 
 if TYPE_CHECKING:
+    from .dns import DNSServer
     from .network.routes import HostGatewayRoutes
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,15 @@ class AgentSettings:
     proxy: bool = True
     # The cluster's Service range (the API server's --service-cluster-ip-range), routed onto the bridge.
     service_cidr: str = "10.254.0.0/16"
+    # Pods' DNS (the kubelet's --cluster-dns, --cluster-domain, --resolv-conf): ClusterFirst pods ask the
+    # cluster DNS (the kube-dns Service's IP); no address makes them fall back to Default, the node's
+    # resolv.conf ("": none, lookups disabled).
+    cluster_dns: list[str] = field(default_factory=lambda: ["10.254.0.10"])
+    cluster_domain: str = "cluster.local"
+    resolv_conf: str = "/etc/resolv.conf"
+    # Where the node's DNS server forwards names outside the cluster, (address, port) each; None: the
+    # nameservers of ``resolv_conf``.
+    dns_upstreams: list[tuple[str, int]] | None = None
 
 
 class Agent:
@@ -68,6 +80,7 @@ class Agent:
         network: Network | None = None,
         volumes: VolumeManager | None = None,
         services: Informer[Service] | None = None,
+        endpoints: Informer[Endpoints] | None = None,
     ) -> None:
         self.client = client
         self.runtime = runtime
@@ -79,9 +92,17 @@ class Agent:
         # Every Service, for pods' service env vars and the proxy; shared when hollow nodes pass one.
         self.owns_services = services is None
         self.services: Informer[Service] = services or Informer(client, Service)
+        # Every Endpoints, for the proxy and the DNS server (real pod network only: not started otherwise).
+        self.owns_endpoints = endpoints is None
+        self.endpoints: Informer[Endpoints] = endpoints or Informer(client, Endpoints)
+        self._endpoints_started = False
         if pod_source is None:
             self.informer = Informer(client, Pod, field_selector=f"spec.nodeName={settings.node_name}")
             pod_source = self.informer.get
+        if volumes is not None:  # the pods' resolv.conf and hosts files follow the agent's settings
+            volumes.cluster_dns = list(settings.cluster_dns)
+            volumes.cluster_domain = settings.cluster_domain
+            volumes.resolv_conf = settings.resolv_conf
         self.workers = PodWorkers(
             client,
             runtime,
@@ -98,6 +119,7 @@ class Agent:
         self.server: AgentServer | None = None
         self.proxy: ServiceProxy | None = None  # the service proxy (bridge network only)
         self.routes: HostGatewayRoutes | None = None  # host-gw routes to other nodes' pods (bridge only)
+        self.dns: DNSServer | None = None  # the node-local cluster DNS server (bridge only)
         self._tasks: list[asyncio.Task[None]] = []
         self._uids: dict[str, str] = {}
 
@@ -136,6 +158,16 @@ class Agent:
             self._tasks.append(self.services.start())
             await self.services.wait_synced()
         cluster_cidr = getattr(self.network, "cluster_cidr", None)  # only a real pod network has one
+        from .network.bridge import BridgeNetwork  # pyroute2 only where there is a real pod network
+        from .network.routes import HostGatewayRoutes
+
+        if cluster_cidr is not None and self.owns_endpoints:
+            self._tasks.append(self.endpoints.start())
+            self._endpoints_started = True
+            await self.endpoints.wait_synced()
+        local_dns: tuple[str, int] | None = None
+        if isinstance(self.network, BridgeNetwork) and self.network.book is not None:
+            local_dns = await self._start_dns(str(self.network.book.gateway), self.network.netns)
         if self.settings.proxy and cluster_cidr is not None:
             self.proxy = ServiceProxy(
                 self.client,
@@ -144,11 +176,10 @@ class Agent:
                 pod_cidr=node.spec.pod_cidr,
                 netns=getattr(self.network, "netns", None),
                 services=self.services,
+                endpoints=self.endpoints,
+                local_dns=local_dns,
             )
             await self.proxy.start()
-        from .network.bridge import BridgeNetwork  # pyroute2 only where there is a real pod network
-        from .network.routes import HostGatewayRoutes
-
         if isinstance(self.network, BridgeNetwork):
             self.routes = HostGatewayRoutes(
                 self.client,
@@ -177,17 +208,48 @@ class Agent:
             await self.proxy.stop()  # its table stays: services keep working while the agent is down
         if self.routes is not None:
             await self.routes.stop()
+        if self.dns is not None:
+            await self.dns.stop()
+            self.dns = None
         if self.heartbeat is not None:
             await self.heartbeat.stop()
         if self.informer is not None:
             await self.informer.stop()
         if self.owns_services:
             await self.services.stop()
+        if self._endpoints_started:
+            await self.endpoints.stop()
+            self._endpoints_started = False
         await cancel(self._tasks)
         self._tasks.clear()
         if self.server is not None:
             await self.server.stop()
         await self.runtime.close()
+
+    async def _start_dns(self, gateway: str, netns: str | None) -> tuple[str, int] | None:
+        """The node-local DNS server on the bridge gateway, port 53 (UDP and TCP, inside the node's
+        namespace), and nowhere else; its (address, port), or None if it could not listen (pods then get
+        the proxy's reject for kube-dns, not a hang)."""
+        from .dns import DNSServer, upstreams_from_resolv_conf
+
+        upstreams = self.settings.dns_upstreams
+        if upstreams is None:
+            upstreams = await asyncio.to_thread(upstreams_from_resolv_conf, self.settings.resolv_conf)
+        dns = DNSServer(
+            self.services,
+            self.endpoints,
+            cluster_domain=self.settings.cluster_domain,
+            upstreams=upstreams,
+            listen=[(gateway, 53)],
+            netns=netns,
+        )
+        try:
+            await dns.start()
+        except OSError as e:
+            log.error("cluster DNS: cannot listen on %s:53: %s; pods on this node have no DNS", gateway, e)
+            return None
+        self.dns = dns
+        return gateway, 53
 
     async def collect_garbage(self, live_keys: set[str]) -> None:
         """Sandboxes whose pod is gone are removed; the others are adopted (enqueued, not restarted).

@@ -153,7 +153,8 @@ class PodWorkers:
                 await self.volumes.write_hosts(pod, notes.ip)
             except VolumeError as exc:
                 log.warning("hosts file of %s: %s", key, exc.message)
-        if sandbox is not None:
+        # No container starts on the wrong DNS set-up: while the file cannot be written, retried.
+        if sandbox is not None and await self._write_resolv_conf(pod):
             if await self._init_containers(pod, sandbox, notes):
                 for container in pod.spec.containers:
                     await self._ensure_container(pod, sandbox, container, notes)
@@ -176,6 +177,24 @@ class PodWorkers:
                     n.waiting = Waiting("ContainerCreating", exc.message)
             self.queue.add_rate_limited(_key(pod))
             return False
+        return True
+
+    async def _write_resolv_conf(self, pod: Pod) -> bool:
+        """The pod's /etc/resolv.conf, written before its containers start (they bind-mount it). Its
+        Warning events (MissingClusterDNS, DNSConfigForming) are recorded when the file is first
+        written or changes, as the kubelet records them when it makes the sandbox. False while it
+        cannot be written: the pod is retried with back-off."""
+        if self.volumes is None:
+            return True
+        try:
+            dns, written = await self.volumes.write_resolv_conf(pod)
+        except VolumeError as exc:
+            await self.recorder.record(pod, "Warning", exc.reason, exc.message)
+            self.queue.add_rate_limited(_key(pod))
+            return False
+        if written:
+            for reason, message in dns.events:
+                await self.recorder.record(pod, "Warning", reason, message)
         return True
 
     async def _remove_volumes(self, uid: str) -> None:

@@ -1,15 +1,16 @@
 """The agent's service proxy (our kube-proxy): keeps the ``peapod-proxy`` nftables table in step with the
 cluster's Services and Endpoints.
 
-Concurrency model: two informers (Services, Endpoints; all namespaces) only mark the proxy dirty; one
-sync task waits for that mark, sleeps a short debounce so a burst of changes (a rollout touching many
-Endpoints) costs one sync, then computes the whole table from the informers' caches (pure,
-``proxy_rules``) and, when it differs from the last table written, sends the kernel only the difference
-(``nftables.update``: the chains of changed services, the map elements of added and removed ones, the
-chains of removed ones; one atomic batch). So the table is still level-based -- computed whole from what
-the API says now -- while a change to one service's Endpoints costs a few netlink messages, not a
-rewrite. The safety net is a full rewrite (``nftables.apply``): on start, and after any failed write
-(the kernel's table is then not known to be the last one written), retried after a back-off.
+Concurrency model: two informers (Services, Endpoints; all namespaces; the agent's, shared with its pod
+workers and DNS server, when it passes them) only mark the proxy dirty; one sync task waits for that
+mark, sleeps a short debounce so a burst of changes (a rollout touching many Endpoints) costs one sync,
+then computes the whole table from the informers' caches (pure, ``proxy_rules``) and, when it differs
+from the last table written, sends the kernel only the difference (``nftables.update``: the chains of
+changed services, the map elements of added and removed ones, the chains of removed ones; one atomic
+batch). So the table is still level-based -- computed whole from what the API says now -- while a change
+to one service's Endpoints costs a few netlink messages, not a rewrite. The safety net is a full rewrite
+(``nftables.apply``): on start, and after any failed write (the kernel's table is then not known to be
+the last one written), retried after a back-off.
 
 Netlink work runs in threads (``nftables``, conntrack flushing), never on the loop. UDP endpoints that
 disappear have their conntrack entries removed after the new table is in place, so datagrams stop
@@ -45,6 +46,8 @@ class ServiceProxy:
         pod_cidr: str | None = None,
         netns: str | None = None,
         services: Informer[Service] | None = None,
+        endpoints: Informer[Endpoints] | None = None,
+        local_dns: tuple[str, int] | None = None,
         debounce: float = 0.05,
         retry_delay: float = 1.0,
     ) -> None:
@@ -59,7 +62,9 @@ class ServiceProxy:
         # The agent's Services informer when it has one (pods' service env vars need it too).
         self.owns_services = services is None
         self.services: Informer[Service] = services or Informer(client, Service)
-        self.endpoints: Informer[Endpoints] = Informer(client, Endpoints)
+        self.owns_endpoints = endpoints is None  # the agent's, shared with its DNS server, when given
+        self.endpoints: Informer[Endpoints] = endpoints or Informer(client, Endpoints)
+        self.local_dns = local_dns  # this node's DNS server: kube-dns's one endpoint (proxy_rules)
         self.last: nftables.Table | None = None  # the table as last written; None: rewrite it whole
         self.syncs = 0  # tables written (not counting unchanged recomputations)
         self.full_syncs = 0  # of which whole rewrites (the rest sent only the difference)
@@ -72,11 +77,12 @@ class ServiceProxy:
         """Set ``route_localnet`` (localhost node ports), sync the informers, write the table once, then
         follow changes."""
         await run_in_netns(self.netns, write_sysctl, "net.ipv4.conf.all.route_localnet", "1")
+        owned = {id(self.services): self.owns_services, id(self.endpoints): self.owns_endpoints}
         for informer in (self.services, self.endpoints):
             informer.on_add(lambda _obj: self._dirty.set())
             informer.on_update(lambda _old, _new: self._dirty.set())
             informer.on_delete(lambda _obj: self._dirty.set())
-            if informer is not self.services or self.owns_services:
+            if owned[id(informer)]:  # a shared one is started by its owner
                 self._tasks.append(informer.start())
         await self.services.wait_synced()
         await self.endpoints.wait_synced()
@@ -92,7 +98,8 @@ class ServiceProxy:
         """Stop following changes; the table stays (see the module docstring)."""
         if self.owns_services:
             await self.services.stop()
-        await self.endpoints.stop()
+        if self.owns_endpoints:
+            await self.endpoints.stop()
         await cancel(self._tasks)
         self._tasks.clear()
 
@@ -102,7 +109,7 @@ class ServiceProxy:
 
     def compute(self) -> tuple[nftables.Table, set[tuple[str, int]]]:
         """The table the caches ask for now, and the UDP endpoints it sends to."""
-        ports = service_ports(self.services.items(), self.endpoints.cache)
+        ports = service_ports(self.services.items(), self.endpoints.cache, self.local_dns)
         return proxy_table(ports, self.node_name, self.cluster_cidr, self.pod_cidr), udp_endpoints(ports)
 
     async def sync(self) -> bool:

@@ -1,4 +1,5 @@
-"""Pod volumes on the node (emptyDir, hostPath, configMap, secret) and the pod's managed ``/etc/hosts``.
+"""Pod volumes on the node (emptyDir, hostPath, configMap, secret) and the pod's managed ``/etc/hosts``
+and ``/etc/resolv.conf``.
 
 Layout, like the kubelet's ``/var/lib/kubelet/pods`` (``root`` is the agent's data dir / "pods")::
 
@@ -6,6 +7,7 @@ Layout, like the kubelet's ``/var/lib/kubelet/pods`` (``root`` is the agent's da
     root/<pod uid>/volumes/configmap/<volume>   a ConfigMap's files, in the atomic-writer layout below
     root/<pod uid>/volumes/secret/<volume>      a Secret's files (on a tmpfs with ``secrets_in_memory``)
     root/<pod uid>/etc-hosts                    the pod's /etc/hosts
+    root/<pod uid>/etc-resolv.conf              the pod's /etc/resolv.conf (see ``pod_dns``)
 
 hostPath volumes stay where they are: ``prepare`` only runs Kubernetes' type check on them (creating the
 path for DirectoryOrCreate and FileOrCreate, and, like containerd and CRI-O, a missing directory for
@@ -32,7 +34,7 @@ its own between calls, so one manager serves every pod worker. File-system work 
 thread (``asyncio.to_thread``) and tmpfs mounts run ``mount``/``umount`` as subprocesses, so the event
 loop never waits on the disk. The one exception is ``mounts()``, which is called right before a container
 is created and resolves each subPath (a handful of ``lstat`` calls) to refuse one that a container turned
-into a symlink leading out of its volume.
+into a symlink leading out of its volume, and looks for the pod's resolv.conf (one ``stat``).
 
 Errors are ``VolumeError`` with the reason Kubernetes shows for them: "FailedMount" (a pod event) for a
 volume that cannot be set up, with the kubelet's message (``MountVolume.SetUp failed for volume "cfg" :
@@ -79,11 +81,15 @@ from .mounts import mount_points
 from .runtime.base import Mount
 
 __all__ = [
+    "DNSConfig",
     "FileProjection",
+    "PodDNS",
     "VolumeError",
     "VolumeManager",
     "check_host_path",
     "hosts_file_content",
+    "parse_resolv_conf",
+    "pod_dns",
     "pod_hostname",
     "volume_kind",
     "write_atomically",
@@ -98,6 +104,14 @@ DATA_TMP = "..data_tmp"
 HOSTS_FILE = "etc-hosts"
 ETC_HOSTS = "/etc/hosts"
 HOSTS_HEADER = "# peapod-managed hosts file."
+RESOLV_FILE = "etc-resolv.conf"
+ETC_RESOLV_CONF = "/etc/resolv.conf"
+# The kubelet's limits (pkg/apis/core/validation): what resolvers read of a resolv.conf.
+MAX_NAMESERVERS = 3
+MAX_SEARCH_PATHS = 32
+MAX_SEARCH_CHARS = 2048
+MAX_SEARCH_PATH_LENGTH = 253  # longer ones make some glibc versions abort()
+CLUSTER_FIRST_OPTIONS = ("ndots:5",)
 
 _KIND_DIRS: dict[str, str] = {"emptyDir": "empty-dir", "configMap": "configmap", "secret": "secret"}
 _MAX_NAME = 255
@@ -427,6 +441,166 @@ def hosts_file_content(pod: Pod, pod_ip: str | None, cluster_domain: str = "clus
     return "\n".join(lines) + "\n"
 
 
+# --- /etc/resolv.conf -------------------------------------------------------------------------------
+
+
+@dataclass
+class DNSConfig:
+    """What a resolv.conf says: nameserver lines, the search list, options (``name`` or ``name:value``)."""
+
+    nameservers: list[str]
+    searches: list[str]
+    options: list[str]
+
+    def render(self) -> str:
+        """The file, in the order containerd and CRI-O write it."""
+        lines = []
+        if self.searches:
+            lines.append("search " + " ".join(self.searches))
+        lines += [f"nameserver {ns}" for ns in self.nameservers]
+        if self.options:
+            lines.append("options " + " ".join(self.options))
+        return "".join(line + "\n" for line in lines)
+
+
+def parse_resolv_conf(text: str) -> DNSConfig:
+    """The kubelet's reading of the node's resolv.conf: nameservers and options accumulate, the last
+    search line wins (its "." entries dropped, trailing dots cut), comments and other lines ignored."""
+    config = DNSConfig([], [], [])
+    for raw in text.splitlines():
+        fields = raw.split("#", 1)[0].split(";", 1)[0].split()
+        if not fields:
+            continue
+        if fields[0] == "nameserver" and len(fields) > 1:
+            config.nameservers.append(fields[1])
+        elif fields[0] == "search":
+            config.searches = [d.rstrip(".") for d in fields[1:] if d != "."]
+        elif fields[0] == "options":
+            config.options += fields[1:]
+    return config
+
+
+@dataclass
+class PodDNS:
+    """A pod's DNS set-up: the policy in effect (``ClusterFirst``, ``Default`` or ``None``), the file's
+    content, and what the kubelet would say about it as Warning events (reason, message)."""
+
+    policy: str
+    config: DNSConfig
+    events: list[tuple[str, str]]
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _merge_options(existing: list[str], extra: Iterable[tuple[str, str | None]]) -> list[str]:
+    """The kubelet's ``mergeDNSOptions``: options by name, the pod's overriding the base's (kept in the
+    order first seen, where the kubelet's map has none)."""
+    merged: dict[str, str] = {}
+    for op in existing:
+        name, _, value = op.partition(":")
+        merged[name] = value
+    for name, maybe in extra:
+        merged[name] = maybe or ""
+    return [f"{name}:{value}" if value else name for name, value in merged.items()]
+
+
+def _fit_limits(config: DNSConfig, events: list[tuple[str, str]]) -> None:
+    """The kubelet's ``formDNSConfigFitsLimits``: at most 3 nameservers, 32 search paths of at most 253
+    characters each, 2048 characters of search line; what is cut is said in a DNSConfigForming event."""
+    if len(config.nameservers) > MAX_NAMESERVERS:
+        config.nameservers = config.nameservers[:MAX_NAMESERVERS]
+        events.append(
+            (
+                "DNSConfigForming",
+                "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver "
+                f"line is: {' '.join(config.nameservers)}",
+            )
+        )
+    searches = config.searches
+    cut = len(searches) > MAX_SEARCH_PATHS
+    searches = searches[:MAX_SEARCH_PATHS]
+    kept = [s for s in searches if len(s) <= MAX_SEARCH_PATH_LENGTH]
+    cut = cut or len(kept) != len(searches)
+    while kept and len(" ".join(kept)) > MAX_SEARCH_CHARS:
+        kept.pop()
+        cut = True
+    config.searches = kept
+    if cut:
+        events.append(
+            (
+                "DNSConfigForming",
+                "Search Line limits were exceeded, some search paths have been omitted, the applied search "
+                f"line is: {' '.join(kept)}",
+            )
+        )
+
+
+def effective_dns_policy(pod: Pod) -> str:
+    """The kubelet's ``getPodDNSType``: ClusterFirst on the node's network acts as Default (unless asked
+    for with ClusterFirstWithHostNet)."""
+    policy = pod.spec.dns_policy or "ClusterFirst"
+    if policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not pod.spec.host_network):
+        return "ClusterFirst"
+    return "None" if policy == "None" else "Default"
+
+
+def pod_dns(pod: Pod, cluster_dns: Iterable[str], cluster_domain: str, node: DNSConfig | None) -> PodDNS:
+    """The kubelet's ``GetPodDNS`` (pkg/kubelet/network/dns). ``node`` is the node's resolv.conf, None
+    when the agent has none (``--resolv-conf ""``: then Default means 127.0.0.1 and search ".", which
+    disables lookups, as in the kubelet)."""
+    events: list[tuple[str, str]] = []
+    servers = list(cluster_dns)
+    policy = effective_dns_policy(pod)
+    if policy == "ClusterFirst" and not servers:
+        events.append(
+            (
+                "MissingClusterDNS",
+                f'pod: "{pod.metadata.name}". kubelet does not have ClusterDNS IP configured and cannot '
+                'create Pod using "ClusterFirst" policy. Falling back to "Default" policy.',
+            )
+        )
+        policy = "Default"
+    base = node if node is not None else DNSConfig([], [], [])
+    if policy == "None":
+        config = DNSConfig([], [], [])
+    elif policy == "ClusterFirst":
+        searches = list(base.searches)
+        if cluster_domain:
+            ns = pod.metadata.namespace or "default"
+            cluster = [f"{ns}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain]
+            searches = _dedupe([*cluster, *searches])
+        config = DNSConfig(servers, searches, list(CLUSTER_FIRST_OPTIONS))
+    elif node is None:
+        config = DNSConfig(["127.0.0.1"], ["."], [])
+    else:
+        config = DNSConfig(list(base.nameservers), list(base.searches), list(base.options))
+    extra = pod.spec.dns_config
+    if extra is not None:
+        config.nameservers = _dedupe([*config.nameservers, *(extra.nameservers or ())])
+        config.searches = _dedupe([*config.searches, *(extra.searches or ())])
+        options = [(o.name or "", o.value) for o in extra.options or ()]
+        config.options = _merge_options(config.options, options)
+    _fit_limits(config, events)
+    return PodDNS(policy, config, events)
+
+
+def uses_node_resolv_conf(pod: Pod, dns: PodDNS) -> bool:
+    """A hostNetwork pod on the Default policy with nothing to add gets the node's file as is (Podman
+    copies it into host-network containers), so the agent manages none for it."""
+    return bool(pod.spec.host_network) and dns.policy == "Default" and pod.spec.dns_config is None
+
+
+def _read_node_resolv_conf(path: str) -> DNSConfig | None:
+    if not path:
+        return None
+    try:
+        return parse_resolv_conf(Path(path).read_text(errors="replace"))
+    except FileNotFoundError:
+        return DNSConfig([], [], [])
+
+
 def _write_in_place(path: Path, content: bytes) -> bool:
     """Write ``path`` only if its content differs, keeping its inode: a container bind-mounts the file
     itself, so replacing it by a rename would leave that container with the old one."""
@@ -497,13 +671,19 @@ class VolumeManager:
         client: Client,
         *,
         cluster_domain: str = "cluster.local",
+        cluster_dns: Iterable[str] = (),
+        resolv_conf: str = "/etc/resolv.conf",
         secrets_in_memory: bool = False,
     ) -> None:
         """``secrets_in_memory`` puts each secret volume on a tmpfs of its own, as the kubelet does, so
-        secrets never reach the node's disk; it needs root (mount(2)), hence off unless asked for."""
+        secrets never reach the node's disk; it needs root (mount(2)), hence off unless asked for.
+        ``cluster_dns``, ``cluster_domain`` and ``resolv_conf`` (the node's file) make pods'
+        resolv.conf; the agent sets them from its settings."""
         self.root = Path(root)
         self.client = client
         self.cluster_domain = cluster_domain
+        self.cluster_dns = list(cluster_dns)
+        self.resolv_conf = resolv_conf
         self.secrets_in_memory = secrets_in_memory
 
     # --- paths ---
@@ -515,6 +695,9 @@ class VolumeManager:
 
     def hosts_path(self, pod_uid: str) -> Path:
         return self.pod_dir(pod_uid) / HOSTS_FILE
+
+    def resolv_conf_path(self, pod_uid: str) -> Path:
+        return self.pod_dir(pod_uid) / RESOLV_FILE
 
     def volume_path(self, pod_uid: str, volume: Volume) -> Path:
         """Where the volume's content is on the node: its own directory, or the hostPath."""
@@ -639,12 +822,30 @@ class VolumeManager:
         except OSError as err:
             raise VolumeError("FailedMount", f"cannot write the hosts file: {_os_message(err)}") from err
 
+    async def write_resolv_conf(self, pod: Pod) -> tuple[PodDNS, bool]:
+        """(Re)write the pod's resolv.conf from its dnsPolicy and dnsConfig (see ``pod_dns``) when its
+        content changes, in place; a hostNetwork pod on the node's own file gets none. Returns the DNS
+        set-up and whether the file was written (new or changed): its events are worth recording then."""
+        node = await asyncio.to_thread(_read_node_resolv_conf, self.resolv_conf)
+        dns = pod_dns(pod, self.cluster_dns, self.cluster_domain, node)
+        path = self.resolv_conf_path(_uid(pod))
+        try:
+            if uses_node_resolv_conf(pod, dns):
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+                return dns, False
+            content = dns.config.render().encode()
+            return dns, await asyncio.to_thread(_write_in_place, path, content)
+        except OSError as err:
+            message = f"cannot write the resolv.conf file: {_os_message(err)}"
+            raise VolumeError("FailedMount", message) from err
+
     # --- mounting ---
 
     def mounts(self, pod: Pod, container: Container) -> list[Mount]:
-        """The container's bind mounts: one per volumeMount (configMap and secret always read-only) and
+        """The container's bind mounts: one per volumeMount (configMap and secret always read-only),
         the pod's hosts file at /etc/hosts, unless the pod uses the node's network or the container
-        mounts something there itself."""
+        mounts something there itself, and its resolv.conf at /etc/resolv.conf once
+        ``write_resolv_conf`` made one (unless the container mounts something there itself)."""
         uid = _uid(pod)
         volumes = {v.name: v for v in pod.spec.volumes or ()}
         out = []
@@ -670,6 +871,9 @@ class VolumeManager:
         mounted = {os.path.normpath(vm.mount_path) for vm in container.volume_mounts or ()}
         if not pod.spec.host_network and ETC_HOSTS not in mounted:
             out.append(Mount(str(self.hosts_path(uid)), ETC_HOSTS))
+        resolv = self.resolv_conf_path(uid)
+        if ETC_RESOLV_CONF not in mounted and resolv.is_file():
+            out.append(Mount(str(resolv), ETC_RESOLV_CONF))
         return out
 
     # --- tearing down ---

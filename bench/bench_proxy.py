@@ -41,6 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# bench_api.py sits next to this file (this directory is sys.path[0] when run as a script).
+from bench_api import cpu_model
+
 from agent.network import nftables
 from agent.network.netns import run_in_netns
 from agent.proxy import ServiceProxy
@@ -58,15 +61,6 @@ from controlplane.api.meta import ObjectMeta
 CLUSTER_CIDR, POD_CIDR = "10.244.0.0/16", "10.244.7.0/24"
 NODE_IP, POD_IP, TARGET_IP = "10.244.7.1", "10.244.7.2", "10.254.255.250"
 CONNECT_TIMEOUT = 2.0  # seconds per connect; a handshake here takes tens of microseconds
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "cpu model"):
-                return value.strip()
-    return platform.processor() or "unknown"
 
 
 def machine() -> dict[str, Any]:

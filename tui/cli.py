@@ -946,6 +946,17 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
         help="the range of node ports of NodePort and LoadBalancer Services",
     )
     p.add_argument(
+        "--cluster-dns",
+        metavar="IP",
+        help="the kube-system/kube-dns Service's cluster IP, the agents' --cluster-dns (default: the "
+        "service range's 10th address, 10.254.0.10)",
+    )
+    p.add_argument(
+        "--cluster-domain",
+        default="cluster.local",
+        help="the cluster's DNS domain, as the agents have it (default cluster.local)",
+    )
+    p.add_argument(
         "--event-ttl", type=float, default=3600.0, metavar="SECONDS", help="how long events are kept"
     )
     p.add_argument(
@@ -1001,6 +1012,12 @@ async def _controlplane(ctx: _Context) -> int:
     for flag in ("default_not_ready_toleration_seconds", "default_unreachable_toleration_seconds"):
         if getattr(args, flag) < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more")
+    cluster_dns = args.cluster_dns
+    if cluster_dns is None:  # the range's 10th address, kubeadm's choice (a bad range is refused below)
+        import ipaddress
+
+        with contextlib.suppress(ValueError):
+            cluster_dns = str(ipaddress.ip_network(args.service_cluster_ip_range).network_address + 10)
     settings = Settings(
         data_dir=Path(args.data_dir) if args.data_dir else default_data_dir(),
         listen=args.listen,
@@ -1009,6 +1026,8 @@ async def _controlplane(ctx: _Context) -> int:
         cluster_cidr=args.cluster_cidr,
         service_cluster_ip_range=args.service_cluster_ip_range,
         service_node_port_range=args.service_node_port_range,
+        cluster_dns=cluster_dns or "",
+        cluster_domain=args.cluster_domain,
         event_ttl=args.event_ttl,
         compact_keep_seconds=args.history_seconds,
         compact_keep_revisions=args.history_revisions,

@@ -81,13 +81,43 @@ def setup_agent(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not run the service proxy (no ClusterIP/NodePort rules on this node)",
     )
+    p.add_argument(
+        "--cluster-dns",
+        default="10.254.0.10",
+        metavar="IP[,IP...]",
+        help="the cluster DNS server(s) ClusterFirst pods use, the kube-dns Service's IP (default "
+        '10.254.0.10; "" for none: such pods then fall back to the Default policy)',
+    )
+    p.add_argument(
+        "--cluster-domain", default="cluster.local", help="the cluster's DNS domain (default cluster.local)"
+    )
+    p.add_argument(
+        "--resolv-conf",
+        default="/etc/resolv.conf",
+        metavar="PATH",
+        help='the resolv.conf Default-policy pods copy and ClusterFirst pods take search domains from ("": '
+        "none)",
+    )
 
 
 async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> int:
+    import ipaddress
+
     from agent.agent import Agent, AgentSettings
 
+    cluster_dns = [ip.strip() for ip in args.cluster_dns.split(",") if ip.strip()]
+    for ip in cluster_dns:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ValueError(f'--cluster-dns: "{ip}" is not an IP address') from None
     settings = AgentSettings(
-        node_name=args.node_name, proxy=not args.no_proxy, service_cidr=args.service_cluster_ip_range
+        node_name=args.node_name,
+        proxy=not args.no_proxy,
+        service_cidr=args.service_cluster_ip_range,
+        cluster_dns=cluster_dns,
+        cluster_domain=args.cluster_domain.strip("."),
+        resolv_conf=args.resolv_conf,
     )
     if args.node_ip:
         settings.node_ip = args.node_ip

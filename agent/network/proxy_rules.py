@@ -43,6 +43,14 @@ otherwise go straight back over the bridge, un-NATed, unless br_netfilter is on,
 Endpoints are the ready addresses of the Endpoints object of the same name, with the port whose name
 matches the service port's.
 
+Node-local DNS: the cluster DNS Service (``kube-system/kube-dns``, no selector, no Endpoints) is served
+by every node's agent itself (``agent.dns``, on the bridge gateway). Given ``local_dns`` (that address and
+port), each of kube-dns's ports gets it as its single endpoint, whatever its Endpoints say, so it is never
+in the no-endpoints maps; ``local_dns`` None (no DNS server on this node) leaves kube-dns an ordinary
+Service. Its chains mark nothing: the DNATed packet is delivered locally (prerouting -> input for pods,
+output -> lo for the node itself), never through postrouting's masquerade, and its reply always passes
+the conntrack that reverses the DNAT.
+
 sessionAffinity ClientIP: each endpoint of such a service has a dynamic set of client addresses with the
 service's timeout (default 3 h). The endpoint's chain adds (or refreshes) the client on every new
 connection it takes, and the service chain first sends a client found in an endpoint's set back to that
@@ -66,6 +74,7 @@ MASQ_MARK = 0x4000
 PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 LOCALHOST = "127.0.0.0/8"
 AFFINITY_TIMEOUT = 10800  # seconds: Kubernetes' default for sessionAffinity ClientIP
+DNS_SERVICE = ("kube-system", "kube-dns")  # (namespace, name): answered by each node's own DNS server
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class ServicePort:
     local_only: bool = False  # externalTrafficPolicy: Local
     endpoints: tuple[Endpoint, ...] = ()
     affinity_timeout: int | None = None  # seconds, with sessionAffinity ClientIP
+    node_local: bool = False  # the endpoint is this node itself (node-local DNS): no masquerade marks
 
     @property
     def id(self) -> str:
@@ -108,9 +118,14 @@ def _ready_endpoints(endpoints: Endpoints | None, port_name: str, protocol: str)
     return tuple(sorted(found, key=lambda e: (e.ip, e.port)))  # stable order: stable table
 
 
-def service_ports(services: Iterable[Service], endpoints: Mapping[str, Endpoints]) -> list[ServicePort]:
+def service_ports(
+    services: Iterable[Service],
+    endpoints: Mapping[str, Endpoints],
+    local_dns: tuple[str, int] | None = None,
+) -> list[ServicePort]:
     """Every proxied port of ``services``, sorted; ``endpoints`` is keyed ``namespace/name``. Services
-    without a cluster IP (headless, ExternalName) have nothing to proxy."""
+    without a cluster IP (headless, ExternalName) have nothing to proxy. ``local_dns``: this node's DNS
+    server (address, port), the one endpoint of every port of ``kube-system/kube-dns``."""
     result = []
     for svc in services:
         spec, meta = svc.spec, svc.metadata
@@ -129,10 +144,15 @@ def service_ports(services: Iterable[Service], endpoints: Mapping[str, Endpoints
         if spec.session_affinity == "ClientIP":
             config = spec.session_affinity_config.client_ip if spec.session_affinity_config else None
             affinity = int((config or {}).get("timeoutSeconds") or AFFINITY_TIMEOUT)
+        node_local = local_dns is not None and (namespace, name) == DNS_SERVICE
         for port in spec.ports or []:
             protocol = port.protocol or "TCP"
             if protocol not in PROTOCOLS:
                 continue
+            if node_local and local_dns is not None:
+                eps: tuple[Endpoint, ...] = (Endpoint(local_dns[0], local_dns[1]),)
+            else:
+                eps = _ready_endpoints(endpoints.get(f"{namespace}/{name}"), port.name or "", protocol)
             result.append(
                 ServicePort(
                     namespace=namespace,
@@ -145,9 +165,8 @@ def service_ports(services: Iterable[Service], endpoints: Mapping[str, Endpoints
                     external_ips=tuple(sorted(set(extra))),
                     local_only=spec.external_traffic_policy == "Local",
                     affinity_timeout=affinity,
-                    endpoints=_ready_endpoints(
-                        endpoints.get(f"{namespace}/{name}"), port.name or "", protocol
-                    ),
+                    endpoints=eps,
+                    node_local=node_local,
                 )
             )
     return sorted(result, key=lambda p: p.id)
@@ -229,12 +248,13 @@ def _part(p: ServicePort, node_name: str, cluster_cidr: str) -> _Part:
             sets.append(nft.Set(aff, ("ip saddr",), timeout=p.affinity_timeout))
             remember = (nft.Rule(nft.update_set(aff, "ip saddr", p.affinity_timeout)),)
         rules = (
-            nft.Rule(nft.saddr(ep.ip) + mark),
+            *(() if p.node_local else (nft.Rule(nft.saddr(ep.ip) + mark),)),  # hairpin
             *remember,
             nft.Rule(nft.l4proto(PROTOCOLS[p.protocol]) + nft.dnat(ep.ip, ep.port)),
         )
         chains.append(nft.Chain(name, rules))
-    svc_rules = (nft.Rule(nft.saddr(cluster_cidr, negate=True) + mark), *_affine(p, ep_chains))
+    outside = () if p.node_local else (nft.Rule(nft.saddr(cluster_cidr, negate=True) + mark),)
+    svc_rules = (*outside, *_affine(p, ep_chains))
     chains.append(nft.Chain(svc, (*svc_rules, *_pick(ep_chains))))
     if p.node_port or p.external_ips:
         if p.local_only:

@@ -7,6 +7,7 @@ compare-and-swap, so several API servers sharing a store never hand out the same
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
@@ -38,6 +39,10 @@ class RangeFull(AllocationError):
     """No free value is left."""
 
 
+class Contention(AllocationError):
+    """Other writers kept changing the allocation record: the request may be retried."""
+
+
 class _State(msgspec.Struct):
     allocated: dict[str, str] = msgspec.field(default_factory=dict)
 
@@ -61,8 +66,15 @@ class RangeAllocator(Generic[V]):
         self.value_of = value_of
         self.offset_of = offset_of
         self.first = first
+        self._lock = asyncio.Lock()
 
     async def _update(self, change: Callable[[_State], R]) -> R:
+        """Read, change, compare-and-swap. Writers in this process take turns (a lock), so only other
+        API servers on the store can make a swap fail; then it is read again and retried."""
+        async with self._lock:
+            return await self._swap(change)
+
+    async def _swap(self, change: Callable[[_State], R]) -> R:
         for _ in range(64):
             kv = await self.backend.get(self.key)
             state = msgspec.json.decode(kv.value, type=_State) if kv else _State()
@@ -76,7 +88,7 @@ class RangeAllocator(Generic[V]):
                 return result
             except (Conflict, KeyExists):
                 continue
-        raise AllocationError(f"{self.key}: too much contention")
+        raise Contention(f"{self.key}: too much contention")
 
     async def allocate(self, owner: str, wanted: V | None = None) -> V:
         """Take ``wanted`` (if free and in range) or the first free value, for ``owner``."""

@@ -4,7 +4,8 @@
 Lifecycle: ``start()`` opens the store, makes the default namespaces and the agents' credential (the
 Secret ``kube-system/peapod-agent-proxy``, whose token the API server shows agents when it proxies logs
 and exec), repairs allocations (node pod CIDRs, Service cluster IPs and node ports), starts serving
-(uvicorn), keeps ``default/kubernetes`` pointing at itself (``kubernetes_service``), then starts the
+(uvicorn), keeps ``default/kubernetes`` pointing at itself (``kubernetes_service``) and
+``kube-system/kube-dns`` in place (``cluster_dns``), then starts the
 components against the server's own URL; ``stop()`` undoes it in reverse, each background task
 cancelled with a timeout.
 """
@@ -44,6 +45,7 @@ from .admission import DefaultTolerationSeconds
 from .allocators import node_port_allocator, parse_port_range, pod_cidr_allocator, service_ip_allocator
 from .app import APIServer
 from .auth import Authenticator, is_loopback, load_token_file
+from .cluster_dns import ClusterDNSService, check_cluster_dns
 from .handlers import API
 from .kubernetes_service import KubernetesService, advertise_address
 from .services import ServiceRegistry
@@ -71,6 +73,10 @@ class Settings:
     node_cidr_prefix: int = 24
     #: Where Service cluster IPs come from; its first address is the ``kubernetes`` Service's.
     service_cluster_ip_range: str = "10.254.0.0/16"
+    #: The ``kube-system/kube-dns`` Service's cluster IP (the agents' ``--cluster-dns``): in the range.
+    cluster_dns: str = "10.254.0.10"
+    #: The cluster's DNS domain, as the agents have it (``--cluster-domain``).
+    cluster_domain: str = "cluster.local"
     #: Node ports of NodePort and LoadBalancer Services, both ends included.
     service_node_port_range: str = "30000-32767"
     #: How often this server renews its Lease and rewrites ``default/kubernetes``'s Endpoints, and how
@@ -138,6 +144,9 @@ class ControlPlane:
             parse_port_range(settings.service_node_port_range)
         except ValueError as exc:
             raise ControlPlaneError(str(exc)) from None
+        dns_problem = check_cluster_dns(settings.cluster_dns, ip_range)
+        if dns_problem is not None:
+            raise ControlPlaneError(dns_problem)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.backend = SQLiteBackend(
             settings.data_dir / "state.db",
@@ -171,12 +180,23 @@ class ControlPlane:
         self.url = ""
         self.server_id = secrets.token_hex(8)
         self.kubernetes_service: KubernetesService | None = None
+        self.cluster_dns = ClusterDNSService(
+            self.storage,
+            self.services,
+            self.api._prepare_create,
+            settings.cluster_dns,
+            interval=settings.endpoint_reconcile_interval,
+        )
         self.port = 0
 
     async def start(self) -> None:
         await self.backend.start()
         await self.cache.start()
         await self._bootstrap()
+        try:  # before serving, so no Service created through the API can take its address first
+            await self.cluster_dns.ensure()
+        except errors.APIError as exc:
+            log.error("cannot make the kube-system/kube-dns Service: %s", exc.status.message)
         self.server.proxy.token = await self._agent_credential()
         try:
             family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
@@ -224,6 +244,7 @@ class ControlPlane:
         )
         await self.kubernetes_service.ensure_service(port)
         self._tasks.append(asyncio.create_task(self.kubernetes_service.run(port), name="endpoint-reconciler"))
+        self._tasks.append(asyncio.create_task(self.cluster_dns.run(), name="cluster-dns"))
         self._tasks.append(asyncio.create_task(self._sweep_events(), name="event-ttl"))
         await self._start_components()
         self.server.ready = True

@@ -22,7 +22,7 @@ from controlplane.api.core import Service, ServicePort
 from controlplane.api.meta import TopLevel
 
 from . import errors
-from .allocators import AllocationError, AlreadyAllocated, NotInRange, RangeAllocator
+from .allocators import AllocationError, AlreadyAllocated, Contention, NotInRange, RangeAllocator
 
 Undo = Callable[[], Awaitable[None]]
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
@@ -70,6 +70,8 @@ class ServiceRegistry:
     # --- errors in kube-apiserver's words ------------------------------------------------------
 
     def _ip_error(self, svc: Service, ip: str, exc: AllocationError) -> errors.APIError:
+        if isinstance(exc, Contention):
+            return _retry_later(svc)
         if isinstance(exc, NotInRange):
             why = f"provided IP is not in the valid range. The range of valid IPs is {self.cidr}"
         elif isinstance(exc, AlreadyAllocated):
@@ -82,6 +84,8 @@ class ServiceRegistry:
         return errors.invalid("Service", svc.metadata.name or "", [field])
 
     def _port_error(self, svc: Service, path: str, port: int | None, exc: AllocationError) -> errors.APIError:
+        if isinstance(exc, Contention):
+            return _retry_later(svc)
         if isinstance(exc, NotInRange):
             why = f"provided port is not in the valid range. The range of valid ports is {self.port_range}"
         elif isinstance(exc, AlreadyAllocated):
@@ -249,3 +253,9 @@ class ServiceRegistry:
             ports += [(p, owner) for p in node_ports_of(svc)]
         await self.cluster_ips.repair(ips)
         await self.node_ports.repair(ports)
+
+
+def _retry_later(svc: Service) -> errors.APIError:
+    """Allocation lost its compare-and-swap too often to other API servers: a Conflict, which clients
+    retry, rather than a claim that the range is full."""
+    return errors.conflict("services", svc.metadata.name or "", "the allocation record is busy; try again")

@@ -268,7 +268,7 @@ async def test_repair_after_restart(settings: Settings) -> None:
     try:
         held = await ips(cp)
         assert "10.254.0.200" not in held
-        assert {m["spec"]["clusterIP"] for m in made} | {"10.254.0.1"} == set(held)
+        assert {m["spec"]["clusterIP"] for m in made} | {"10.254.0.1", "10.254.0.10"} == set(held)
         assert {m["spec"]["ports"][0]["nodePort"] for m in made} == set(await ports(cp))
         async with Client(cp.url, cp.admin_token) as c:
             fresh = [await make(c, f"n{i}", type="NodePort") for i in range(3)]
@@ -281,6 +281,7 @@ async def test_repair_after_restart(settings: Settings) -> None:
 
 async def test_custom_ranges(settings: Settings) -> None:
     settings.service_cluster_ip_range = "10.96.0.0/24"
+    settings.cluster_dns = "10.96.0.10"  # kube-dns must be inside the range
     settings.service_node_port_range = "31000-31001"
     cp = ControlPlane(settings)
     await cp.start()

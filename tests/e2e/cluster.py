@@ -63,6 +63,7 @@ def start_agent(
         status_interval=1.0,
         resync_interval=1.0,
         backoff=FAST,
+        dns_upstreams=[],  # its DNS server (bridge networks) never forwards to resolvers off the machine
     )
     volumes = VolumeManager(data_dir / "pods", client) if data_dir is not None else None
     return Agent(client, PodmanRuntime(service.socket_path, NODE), settings, network=network, volumes=volumes)

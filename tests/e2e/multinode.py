@@ -12,6 +12,11 @@ local). Pods reach it at 192.168.77.1:6443, a small TCP proxy whose listening so
 namespace; the server advertises 192.168.77.1 in ``default/kubernetes`` (the proxy also listens on the
 server's own port, which those Endpoints name), so ``KUBERNETES_SERVICE_HOST`` works from pods.
 
+DNS: every agent runs its node-local cluster DNS server (on its bridge gateway; the proxy sends
+``kube-system/kube-dns``, 10.254.0.10, there) and forwards names outside the cluster to the lab's own
+"upstream" resolver (``UpstreamDNS``, 192.168.77.1:53 in the lab namespace, UDP and TCP; its names in
+``Lab.upstream.records``), never to a resolver outside the machine.
+
 Traffic stays inside: no namespace has a default route, and every one holds blackhole routes for the pod
 and service ranges (the node's own pod /24 and the host-gw routes to other nodes' /24s are more specific
 and win), so a missing route fails fast instead of leaving the machine. Node namespaces are the exception
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from agent.agent import Agent, AgentSettings
 from agent.network.bridge import BridgeNetwork
@@ -84,6 +90,7 @@ class Lab:
     lab: str  # the lab namespace's path
     nodes: list[LabNode] = field(default_factory=list)
     pod_url: str = f"http://{LAB_GATEWAY}:{API_PORT}"  # the API server as seen from the node namespaces
+    upstream: UpstreamDNS | None = None  # the agents' DNS upstream (192.168.77.1:53)
 
     def node(self, name: str) -> LabNode:
         return next(n for n in self.nodes if n.name == name)
@@ -278,6 +285,73 @@ class ApiProxy:
             writer.close()
 
 
+# --- the lab's upstream DNS resolver -------------------------------------------------------------
+
+
+def _lab_dns_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tcp = socket.create_server((host, port))
+    udp.bind((host, port))
+    udp.setblocking(False)
+    tcp.setblocking(False)
+    return udp, tcp
+
+
+class UpstreamDNS(asyncio.DatagramProtocol):
+    """The resolver the agents forward to: A records from ``records`` (name with the final dot ->
+    addresses), NXDOMAIN for the rest; every question asked is kept in ``asked`` (qname, qtype name)."""
+
+    def __init__(self, records: dict[str, list[str]] | None = None, ttl: int = 30) -> None:
+        self.records = records if records is not None else {"outside.example.": ["192.0.2.7"]}
+        self.ttl = ttl
+        self.asked: list[tuple[str, str]] = []
+        self.port = 53
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+
+    async def start(self, lab: str, host: str = LAB_GATEWAY, port: int = 53) -> None:
+        udp, tcp = await run_in_netns(lab, _lab_dns_sockets, host, port)
+        loop = asyncio.get_running_loop()
+        self._udp, _ = await loop.create_datagram_endpoint(lambda: self, sock=udp)
+        self._tcp = await asyncio.start_server(self._tcp_client, sock=tcp)
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+
+    def answer(self, data: bytes) -> bytes:
+        request = DNSRecord.parse(data)
+        reply = request.reply()
+        qname, qtype = str(request.q.qname), QTYPE.get(request.q.qtype, str(request.q.qtype))
+        self.asked.append((qname, qtype))
+        addresses = self.records.get(qname.lower())
+        if addresses is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif qtype == "A":
+            for ip in addresses:
+                reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ip), ttl=self.ttl))
+        return bytes(reply.pack())
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        with contextlib.suppress(Exception):  # a malformed question gets no answer
+            if self._udp is not None:
+                self._udp.sendto(self.answer(data), addr)
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(100):  # bounded: a test connection asks a few questions
+                size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 10.0), "big")
+                out = self.answer(await reader.readexactly(size))
+                writer.write(len(out).to_bytes(2, "big") + out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
 # --- the whole bed ---------------------------------------------------------------------------------
 
 
@@ -290,6 +364,8 @@ def _agent(client: Client, node: LabNode, data: Path) -> Agent:
         status_interval=1.0,
         resync_interval=1.0,
         backoff=FAST,
+        dns_upstreams=[(LAB_GATEWAY, 53)],  # the lab's UpstreamDNS, never a resolver outside the machine
+        cluster_dns=["10.254.0.10"],
     )
     return Agent(
         client,
@@ -323,6 +399,7 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
     cp: ControlPlane | None = None
     client: Client | None = None
     proxy: ApiProxy | None = None
+    upstream = UpstreamDNS()
     try:
         await _make_lab(lab)
         for i in range(1, n + 1):
@@ -351,12 +428,13 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
         await cp.start()
         proxy = ApiProxy(urllib.parse.urlsplit(cp.url).port or API_PORT)
         await proxy.start(f"/run/netns/{lab}")
+        await upstream.start(f"/run/netns/{lab}")
         client = Client(cp.url, token)
         await asyncio.gather(*(_start_podman(node) for node in nodes))
         for node in nodes:
             node.agent = _agent(client, node, tmp / node.name)
         await asyncio.gather(*(node.agent.start() for node in nodes if node.agent is not None))
-        yield Lab(client, cp.url, token, f"/run/netns/{lab}", nodes)
+        yield Lab(client, cp.url, token, f"/run/netns/{lab}", nodes, upstream=upstream)
     finally:
         for node in nodes:
             if node.agent is not None:
@@ -365,6 +443,7 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
         await asyncio.gather(*(_stop_podman(node.service) for node in nodes), return_exceptions=True)
         if proxy is not None:
             await proxy.stop()
+        await upstream.stop()
         if client is not None:
             await client.close()
         if cp is not None:

@@ -210,3 +210,61 @@ def test_client_ip_affinity_remembers_each_endpoints_clients_in_a_set_with_the_t
     default = pr.service_ports([service("web", session_affinity="ClientIP")], {})
     assert default[0].affinity_timeout == pr.AFFINITY_TIMEOUT  # 3 hours, as Kubernetes
     assert pr.service_ports([service("web")], {})[0].affinity_timeout is None
+
+
+def kube_dns(**spec: Any) -> Service:
+    ports = [
+        ServicePort(port=53, name="dns", protocol="UDP", target_port=53),
+        ServicePort(port=53, name="dns-tcp", protocol="TCP", target_port=53),
+    ]
+    return Service(
+        metadata=ObjectMeta(name="kube-dns", namespace="kube-system"),
+        spec=ServiceSpec(cluster_ip="10.254.0.10", ports=ports, **spec),
+    )
+
+
+def test_kube_dns_goes_to_this_nodes_own_dns_server_whatever_its_endpoints_say() -> None:
+    gateway = ("10.244.1.1", 53)
+    stale = Endpoints(
+        metadata=ObjectMeta(name="kube-dns", namespace="kube-system"),
+        subsets=[
+            EndpointSubset(
+                addresses=[EndpointAddress(ip="10.244.2.9")],
+                ports=[EndpointPort(port=53, name="dns", protocol="UDP")],
+            )
+        ],
+    )
+    for eps in ({}, {"kube-system/kube-dns": stale}):
+        ports = pr.service_ports([kube_dns()], eps, local_dns=gateway)
+        assert [(p.id, p.endpoints, p.node_local) for p in ports] == [
+            ("kube-system/kube-dns/tcp/dns-tcp", (pr.Endpoint("10.244.1.1", 53),), True),
+            ("kube-system/kube-dns/udp/dns", (pr.Endpoint("10.244.1.1", 53),), True),
+        ]
+        table = pr.proxy_table(ports, "node-1", CLUSTER, "10.244.1.0/24")
+        assert vmap(table, "service-ips") == {
+            svc_key("10.254.0.10", 53, 6): "svc-kube-system/kube-dns/tcp/dns-tcp",
+            svc_key("10.254.0.10", 53, 17): "svc-kube-system/kube-dns/udp/dns",
+        }
+        assert vmap(table, "no-endpoint-services") == {}  # never rejected
+        t = chains(table)
+        for proto, port_name in (("tcp", "dns-tcp"), ("udp", "dns")):
+            ep_chain = f"ep-kube-system/kube-dns/{proto}/{port_name}__10.244.1.1/53"
+            # no masquerade mark anywhere: delivered locally, the reply is un-DNATed by conntrack
+            assert [target(r) for r in t[f"svc-kube-system/kube-dns/{proto}/{port_name}"].rules] == [ep_chain]
+            (dnat,) = t[ep_chain].rules
+            assert names(dnat.exprs)[-1] == "nat"
+            assert nft.mark_set(pr.MASQ_MARK)[0] not in dnat.exprs
+        # the prerouting (pods) and output (the node) base chains both reach the services map
+        assert target(t["prerouting"].rules[0]) == "services" and target(t["output"].rules[0]) == "services"
+
+
+def test_kube_dns_elsewhere_or_without_a_local_server_is_an_ordinary_service() -> None:
+    assert all(not p.endpoints for p in pr.service_ports([kube_dns()], {}))  # no local DNS: rejected
+    table = pr.proxy_table(pr.service_ports([kube_dns()], {}), "node-1", CLUSTER)
+    assert len(vmap(table, "no-endpoint-services")) == 2
+    other = service("kube-dns", ports=[ServicePort(port=53, name="dns", protocol="UDP")])  # default ns
+    (port,) = pr.service_ports([other], {}, local_dns=("10.244.1.1", 53))
+    assert port.endpoints == () and not port.node_local
+    # the node-local DNS endpoint is listed for conntrack flushing like any UDP endpoint
+    ports = pr.service_ports([kube_dns()], {}, local_dns=("10.244.1.1", 53))
+    assert pr.udp_endpoints(ports) == {("10.244.1.1", 53)}
