@@ -180,6 +180,9 @@ class Agent:
                 local_dns=local_dns,
             )
             await self.proxy.start()
+        elif local_dns is not None and self.workers.volumes is not None and self.settings.cluster_dns:
+            # No proxy to send the kube-dns address here: pods ask this node's DNS server directly.
+            self.workers.volumes.cluster_dns = [local_dns[0]]
         if isinstance(self.network, BridgeNetwork):
             self.routes = HostGatewayRoutes(
                 self.client,

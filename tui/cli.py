@@ -136,6 +136,7 @@ Commands:
   agent         Run the node agent: register this machine and run its pods on Podman
   hollow-nodes  Run simulated nodes in one process (scale tests; no containers)
   image         Send an image archive to nodes through their agents (image load FILE)
+  tui           Open the full-screen dashboard (--readonly, -n NS or -A)
 
 Global options: -s/--server URL, --token TOKEN, --kubeconfig PATH, -n/--namespace NS
 Use "pea <command> --help" for a command's options.
@@ -1088,6 +1089,30 @@ async def _hollow(ctx: _Context) -> int:
         return await daemons.run_hollow(ctx.args, ctx.out, client)
 
 
+# --- tui ---------------------------------------------------------------------------------------
+
+
+def _setup_tui(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="start with every namespace listed")
+    p.add_argument("--readonly", action="store_true", help="never change the cluster from the dashboard")
+
+
+async def _tui(ctx: _Context) -> int:
+    import logging
+
+    from textual.logging import TextualHandler
+
+    from .dashboard import PeapodApp  # Textual loads only for the dashboard
+
+    # Log records (an informer retrying) go to Textual's devtools console, not over the screen.
+    logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
+    namespace = None if ctx.args.all_namespaces else ctx.namespace
+    # No on_warning: a line printed on stderr would tear the full-screen display.
+    async with Client(ctx.config.server, ctx.config.token, user_agent="pea") as client:
+        await PeapodApp(client, namespace, readonly=ctx.args.readonly).run_async()
+    return 0
+
+
 # --- the command table ---------------------------------------------------------------------------
 
 _COMMANDS: dict[str, _Command] = {
@@ -1127,5 +1152,6 @@ _COMMANDS: dict[str, _Command] = {
         ),
         _Command("hollow-nodes", "Run simulated nodes (no containers).", daemons.setup_hollow, _hollow),
         _Command("image", "Send an image archive to nodes (image load FILE).", images.setup_image, _image),
+        _Command("tui", "Open the full-screen dashboard.", _setup_tui, _tui),
     )
 }

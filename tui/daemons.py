@@ -98,6 +98,33 @@ def setup_agent(p: argparse.ArgumentParser) -> None:
         help='the resolv.conf Default-policy pods copy and ClusterFirst pods take search domains from ("": '
         "none)",
     )
+    p.add_argument(
+        "--dns-upstream",
+        action="append",
+        metavar="IP[:PORT]",
+        help="where the node's DNS server forwards names outside the cluster (repeatable; default: the "
+        "nameservers of --resolv-conf)",
+    )
+
+
+def _upstream(text: str) -> tuple[str, int]:
+    """``IP`` or ``IP:PORT`` (``[V6]:PORT``) as (address, port), port 53 by default."""
+    import ipaddress
+
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f'--dns-upstream: "{text}" is not IP or IP:PORT') from None
+    if not 0 < number < 65536:
+        raise ValueError(f"--dns-upstream: port {number} is out of range")
+    return host, number
 
 
 async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> int:
@@ -118,6 +145,7 @@ async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> in
         cluster_dns=cluster_dns,
         cluster_domain=args.cluster_domain.strip("."),
         resolv_conf=args.resolv_conf,
+        dns_upstreams=[_upstream(u) for u in args.dns_upstream] if args.dns_upstream else None,
     )
     if args.node_ip:
         settings.node_ip = args.node_ip

@@ -95,7 +95,8 @@ class TableOptions:
     kind_prefix: str | None = None
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A server-side Table cell as kubectl prints it (integral floats without ``.0``, JSON for objects)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -140,7 +141,7 @@ def table_rows(table: Table, options: TableOptions, *, header: bool = True) -> l
         meta = _row_metadata(row.object)
         cells = []
         for i in shown:
-            text = _cell(row.cells[i]) if i < len(row.cells) else ""
+            text = cell_text(row.cells[i]) if i < len(row.cells) else ""
             if i == name_col and options.kind_prefix:
                 text = f"{options.kind_prefix}/{text}"
             cells.append(text)

@@ -32,12 +32,16 @@ FAST = BackOffPolicy(initial=0.5, maximum=2.0, reset_after=600)
 
 @contextlib.asynccontextmanager
 async def cluster(
-    service: PodmanService, tmp: Path, network: Network | None = None, node_ip: str = "127.0.0.1"
+    service: PodmanService,
+    tmp: Path,
+    network: Network | None = None,
+    node_ip: str = "127.0.0.1",
+    **agent_settings: Any,
 ) -> AsyncIterator[tuple[Client, Agent, ControlPlane]]:
     cp = ControlPlane(Settings(data_dir=tmp / "cp", listen="127.0.0.1:0", event_sweep_interval=3600))
     await cp.start()
     client = Client(cp.url)
-    agent = start_agent(client, service, network, node_ip, tmp / "agent")
+    agent = start_agent(client, service, network, node_ip, tmp / "agent", **agent_settings)
     try:
         await agent.start()
         yield client, agent, cp
@@ -53,6 +57,7 @@ def start_agent(
     network: Network | None = None,
     node_ip: str = "127.0.0.1",
     data_dir: Path | None = None,
+    **overrides: Any,
 ) -> Agent:
     """The test node's agent; with ``data_dir`` its pods' volumes live there (none without)."""
     settings = AgentSettings(
@@ -65,6 +70,8 @@ def start_agent(
         backoff=FAST,
         dns_upstreams=[],  # its DNS server (bridge networks) never forwards to resolvers off the machine
     )
+    for name, value in overrides.items():
+        setattr(settings, name, value)
     volumes = VolumeManager(data_dir / "pods", client) if data_dir is not None else None
     return Agent(client, PodmanRuntime(service.socket_path, NODE), settings, network=network, volumes=volumes)
 

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from agent.network.bridge import BridgeNetwork, pod_veths
 from agent.network.netns import run_in_netns
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
-from controlplane.api import Node, Pod
+from controlplane.api import Node, Pod, Service
 from controlplane.api.core import ContainerPort, PodIP
 from controlplane.client import Client
 from controlplane.server.controlplane import ControlPlane
@@ -51,10 +52,10 @@ def bridge(tmp_path: Path, net: NodeNet) -> BridgeNetwork:
 
 
 def networked(
-    service: PodmanService, tmp_path: Path, net: NodeNet
+    service: PodmanService, tmp_path: Path, net: NodeNet, **agent_settings: Any
 ) -> contextlib.AbstractAsyncContextManager[tuple[Client, Agent, ControlPlane]]:
     """A control plane and an agent whose pod network lives in the test's node namespace."""
-    return cluster(service, tmp_path, bridge(tmp_path, net), net.node_ip)
+    return cluster(service, tmp_path, bridge(tmp_path, net), net.node_ip, **agent_settings)
 
 
 def web(name: str, text: str, host_port: int | None = None) -> dict[str, object]:
@@ -301,3 +302,21 @@ def link_exists(name: str) -> bool:
     """Through netlink: /sys/class/net shows the namespace sysfs was mounted in, not the thread's."""
     with IPRoute() as ipr:
         return bool(ipr.link_lookup(ifname=name))
+
+
+async def test_without_the_proxy_pods_ask_the_nodes_dns_server_directly(
+    podman_service: PodmanService, make_pod: MakePod, nodenet: NodeNet, tmp_path: Path
+) -> None:
+    """No proxy sends the kube-dns address anywhere, so ClusterFirst pods get the node's own DNS server
+    (the bridge gateway) as their nameserver, and it answers cluster names."""
+    async with networked(podman_service, tmp_path, nodenet, proxy=False) as (client, agent, _):
+        assert agent.proxy is None and agent.dns is not None
+        cidr = ipaddress.ip_network((await client.get(Node, NODE)).spec.pod_cidr or "")
+        gateway = str(next(cidr.hosts()))
+        await client.create(pod_manifest("asker", sh("app", "exec sleep 600")))
+        await eventually(lambda: running(client, "asker"), "the pod running")
+        conf = await client.exec_output("asker", ["cat", "/etc/resolv.conf"])
+        assert f"nameserver {gateway}\n" in conf.stdout.decode()
+        kubernetes = await client.get(Service, "kubernetes", "default")
+        answer = await client.exec_output("asker", ["nslookup", "kubernetes.default.svc.cluster.local"])
+        assert kubernetes.spec.cluster_ip and kubernetes.spec.cluster_ip in answer.stdout.decode()

@@ -1,0 +1,132 @@
+"""One view's rows: list the server-side Table, then watch it as one-row Tables.
+
+Concurrency model: ``TableStream.run`` is one coroutine, run by one Textual worker; it never touches a
+widget and reports through ``post``. The loop is the informer's (``controlplane/client/informer.py``):
+list → watch from the list's resourceVersion → a broken stream resumes from the last resourceVersion
+seen, after an exponential back-off → 410 Gone re-lists and resets the rows. Cancelling the worker ends
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from textual.message import Message
+
+from controlplane.api.meta import Table, TableRow
+from controlplane.api.registry import ResourceInfo
+from controlplane.client import ApiError, Client, Gone, TransportError
+from tui.printers import cell_text
+
+from .messages import Connection, RowChanged, RowDeleted, TableReset
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TableStream", "visible_columns"]
+
+
+def visible_columns(table: Table) -> list[int]:
+    """The columns ``pea get`` prints without ``-o wide``."""
+    return [i for i, c in enumerate(table.column_definitions) if c.priority == 0]
+
+
+def _metadata(row: TableRow) -> dict[str, Any]:
+    obj = row.object
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+class TableStream:
+    def __init__(
+        self,
+        client: Client,
+        info: ResourceInfo,
+        namespace: str | None,
+        post: Callable[[Message], object],
+        serial: int,
+        *,
+        min_delay: float = 0.2,
+        max_delay: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.info = info
+        self.namespace = namespace if info.namespaced else None
+        self.post = post
+        self.serial = serial
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.resource_version = ""
+        self._columns: list[int] = []
+        self._connected: bool | None = None
+
+    @property
+    def all_namespaces(self) -> bool:
+        return self.info.namespaced and self.namespace is None
+
+    async def run(self) -> None:
+        need_list = True
+        delay = self.min_delay
+        while True:
+            try:
+                if need_list:
+                    await self._list()
+                    need_list = False
+                elif self._connected is False:
+                    # Resuming after a failure: only say "connected" once the server answers again.
+                    await self.client.request("GET", "/readyz")
+                self._set_connected(True)
+                delay = self.min_delay
+                await self._watch()
+            except Gone:
+                log.info(
+                    "%s: resourceVersion %s too old; re-listing", self.info.plural, self.resource_version
+                )
+                need_list = True
+            except (TransportError, ApiError) as exc:
+                prefix = "API server unreachable" if isinstance(exc, TransportError) else "Error from server"
+                self._set_connected(False, f"{prefix}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_delay)
+
+    def _set_connected(self, connected: bool, error: str = "") -> None:
+        if connected != self._connected:
+            self._connected = connected
+            self.post(Connection(connected, error))
+
+    async def _list(self) -> None:
+        table = await self.client.table(self.info, self.namespace)
+        self._columns = visible_columns(table)
+        names = [table.column_definitions[i].name.upper() for i in self._columns]
+        if self.all_namespaces:
+            names.insert(0, "NAMESPACE")
+        rows = [self._row(row) for row in table.rows]
+        self.resource_version = table.metadata.resource_version or ""
+        self.post(TableReset(self.serial, names, rows))
+
+    async def _watch(self) -> None:
+        async for event_type, table in self.client.watch_table(
+            self.info, self.namespace, resource_version=self.resource_version
+        ):
+            for row in table.rows:
+                rv = _metadata(row).get("resourceVersion")
+                if rv:
+                    self.resource_version = str(rv)
+                key, cells = self._row(row)
+                if event_type == "DELETED":
+                    self.post(RowDeleted(self.serial, key))
+                elif event_type in ("ADDED", "MODIFIED"):
+                    self.post(RowChanged(self.serial, key, cells))
+                else:
+                    log.warning("%s stream: unknown event type %r skipped", self.info.plural, event_type)
+
+    def _row(self, row: TableRow) -> tuple[str, list[str]]:
+        meta = _metadata(row)
+        namespace = str(meta.get("namespace") or "")
+        name = str(meta.get("name") or "")
+        cells = [cell_text(row.cells[i]) if i < len(row.cells) else "" for i in self._columns]
+        if self.all_namespaces:
+            cells.insert(0, namespace)
+        return (f"{namespace}/{name}" if namespace else name), cells
