@@ -33,6 +33,7 @@ from controlplane.api.core import (
 from controlplane.api.meta import ObjectMeta, now, now_micro
 from controlplane.client import Client, Conflict, NotFound
 from controlplane.server.discovery import KUBE_MAJOR, KUBE_MINOR, PEAPOD_VERSION
+from controlplane.status import condition
 from controlplane.tasks import cancel
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class NodeHeartbeat:
     def _condition(self, kind: str) -> NodeCondition | None:
         if self.node is None:
             return None
-        return next((c for c in self.node.status.conditions or () if c.type == kind), None)
+        return condition(self.node.status.conditions, kind)
 
     async def register(self) -> Node:
         """Create the Node, or take over the existing one (an agent restart); then write its status."""

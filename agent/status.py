@@ -25,6 +25,7 @@ from controlplane.api.core import (
     PodStatus,
 )
 from controlplane.api.meta import now
+from controlplane.status import condition
 
 from .runtime.base import ContainerInfo, SandboxInfo
 
@@ -135,7 +136,7 @@ def phase(pod: Pod, statuses: list[ContainerStatus], init: list[ContainerStatus]
 
 def _condition(old: PodStatus, kind: str, value: bool, reason: str | None = None) -> PodCondition:
     status = "True" if value else "False"
-    previous = next((c for c in old.conditions or () if c.type == kind), None)
+    previous = condition(old.conditions, kind)
     since = previous.last_transition_time if previous is not None and previous.status == status else now()
     return PodCondition(
         type=kind, status=status, last_transition_time=since, reason=None if value else reason

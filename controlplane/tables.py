@@ -44,6 +44,7 @@ from .api.meta import (
     parse_time,
 )
 from .api.registry import ResourceInfo
+from .status import condition, pod_ready
 
 __all__ = ["IncludeObject", "build_table", "human_duration", "table_columns"]
 
@@ -329,14 +330,8 @@ def _later(current: _dt.datetime | None, status: ContainerStatus) -> _dt.datetim
 
 def _condition_status(conditions: list[PodCondition] | None, type_: str) -> str | None:
     """The status of the first condition of a type, as ``isPodInitializedConditionTrue`` reads it."""
-    for cond in conditions or []:
-        if cond.type == type_:
-            return cond.status
-    return None
-
-
-def _has_ready_condition(conditions: list[PodCondition] | None) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
+    found = condition(conditions, type_)
+    return found.status if found is not None else None
 
 
 def _pod_cells(pod: Pod, now: _dt.datetime) -> list[Any]:
@@ -410,7 +405,7 @@ def _pod_cells(pod: Pod, now: _dt.datetime) -> list[Any]:
                 ready += 1
         # A finished container next to a still-running one: the pod is not "Completed" yet.
         if reason == "Completed" and has_running:
-            reason = "Running" if _has_ready_condition(status.conditions) else "NotReady"
+            reason = "Running" if pod_ready(pod) else "NotReady"
 
     deleting = _parse(pod.metadata.deletion_timestamp) is not None
     if deleting and status.reason == "NodeLost":

@@ -36,6 +36,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from controlplane.api.core import Node
 from controlplane.client import Client, Informer
+from controlplane.status import internal_ip
 from controlplane.tasks import cancel
 
 from .netns import run_in_netns
@@ -55,13 +56,6 @@ class Skipped:
 
     node: str
     reason: str
-
-
-def internal_ip(node: Node) -> str | None:
-    for address in node.status.addresses or ():
-        if address.type == "InternalIP" and address.address:
-            return address.address
-    return None
 
 
 def desired_routes(

@@ -50,6 +50,7 @@ from controlplane.api.meta import ObjectMeta, parse_time
 from controlplane.client import ApiError, Client, EventRecorder, Informer, NotFound, key_of
 from controlplane.client.informer import wait_synced
 from controlplane.selectors import Selector, from_set
+from controlplane.status import pod_ready
 from controlplane.tasks import cancel
 
 from .workqueue import WorkQueue, run_workers
@@ -75,13 +76,6 @@ _AddrKey = tuple[str, str]
 
 
 # --- computing the desired subsets (pure functions) ----------------------------------------------
-
-
-def is_pod_ready(pod: Pod) -> bool:
-    for cond in pod.status.conditions or ():
-        if cond.type == "Ready":
-            return cond.status == "True"
-    return False
 
 
 def _terminal(pod: Pod) -> bool:
@@ -219,7 +213,7 @@ def desired_subsets(svc: Service, pods: list[Pod]) -> list[EndpointSubset]:
         if ip is None:
             continue
         addr = endpoint_address(pod, svc, ip)
-        ready = tolerate or is_pod_ready(pod)
+        ready = tolerate or pod_ready(pod)
         if not svc.spec.ports and is_headless(svc):
             repacker.add(addr, ready, None)
             continue
@@ -364,7 +358,7 @@ def _endpoint_view(pod: Pod) -> tuple[object, ...]:
         status.pod_ip,
         tuple(p.ip for p in status.pod_ips or ()),
         status.phase in ("Succeeded", "Failed"),
-        is_pod_ready(pod),
+        pod_ready(pod),
         spec.hostname,
         spec.subdomain,
         spec.node_name,

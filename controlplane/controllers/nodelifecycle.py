@@ -40,6 +40,7 @@ from controlplane.api.coordination import Lease
 from controlplane.api.core import Node, NodeCondition, Pod, Taint
 from controlplane.api.meta import now, parse_time
 from controlplane.client import Client, Conflict, EventRecorder, Informer, NotFound, key_of
+from controlplane.status import condition
 from controlplane.taints import NOT_READY, UNREACHABLE, tolerates
 from controlplane.tasks import cancel
 
@@ -71,7 +72,7 @@ class _Health:
 
 
 def _ready(node: Node) -> NodeCondition | None:
-    return next((c for c in node.status.conditions or () if c.type == "Ready"), None)
+    return condition(node.status.conditions, "Ready")
 
 
 def desired_taints(node: Node, stamp: str) -> list[Taint] | None:

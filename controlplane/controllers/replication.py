@@ -39,6 +39,7 @@ from controlplane.api.core import (
 )
 from controlplane.api.meta import ObjectMeta, OwnerReference, now, parse_time
 from controlplane.client import ApiError, Client, Conflict, EventRecorder, Informer, NotFound, key_of
+from controlplane.status import condition, pod_ready
 from controlplane.tasks import cancel
 
 from .workqueue import WorkQueue, run_workers
@@ -153,10 +154,6 @@ def _ready_since(pod: Pod) -> dt.datetime | None:
                     return parse_time(cond.last_transition_time)
             return dt.datetime.min.replace(tzinfo=dt.UTC)
     return None
-
-
-def is_ready(pod: Pod) -> bool:
-    return _ready_since(pod) is not None
 
 
 def _restarts(pod: Pod) -> int:
@@ -625,10 +622,10 @@ def calculate_status(
     fully = sum(
         1 for p in pods if all((p.metadata.labels or {}).get(k) == v for k, v in template_labels.items())
     )
-    ready = sum(1 for p in pods if is_ready(p))
+    ready = sum(1 for p in pods if pod_ready(p))
     available = sum(1 for p in pods if _available(p, min_ready, at))
     conditions = [c for c in rc.status.conditions or () if c.type != REPLICA_FAILURE]
-    failure = next((c for c in rc.status.conditions or () if c.type == REPLICA_FAILURE), None)
+    failure = condition(rc.status.conditions, REPLICA_FAILURE)
     if error is not None:
         conditions.append(
             failure

@@ -21,20 +21,13 @@ import logging
 from controlplane.api.core import LoadBalancerIngress, LoadBalancerStatus, Node, Service
 from controlplane.client import Client, Informer, NotFound, key_of
 from controlplane.client.informer import wait_synced
+from controlplane.status import internal_ip, node_ready
 from controlplane.tasks import cancel
 
 from .manager import ControllerSettings
 from .workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
-
-
-def node_ready(node: Node) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or ())
-
-
-def internal_ip(node: Node) -> str | None:
-    return next((a.address for a in node.status.addresses or () if a.type == "InternalIP"), None)
 
 
 def desired_ingress(svc: Service, nodes: list[Node]) -> list[LoadBalancerIngress] | None:

@@ -46,6 +46,8 @@ from controlplane.api.core import Container, Node, Pod, Taint
 from controlplane.api.meta import now
 from controlplane.client import Client, ClientError, Conflict, EventRecorder, Informer, NotFound, key_of
 from controlplane.quantity import cpu_millis, memory_bytes
+from controlplane.status import condition as find_condition
+from controlplane.status import node_ready as node_is_ready
 from controlplane.taints import NOT_READY, UNSCHEDULABLE, tolerated, tolerates
 
 log = logging.getLogger(__name__)
@@ -254,7 +256,7 @@ def _tolerated(pod: Pod, taint: Taint) -> bool:
 
 def node_ready(pod: PodInfo, node: NodeInfo) -> list[str]:
     """Only Ready nodes run pods (unless the pod tolerates the not-ready taint, as DaemonSet pods do)."""
-    ready = any(c.type == "Ready" and c.status == "True" for c in node.node.status.conditions or ())
+    ready = node_is_ready(node.node)
     if ready or _tolerated(pod.pod, NOT_READY_TAINT):
         return []
     return ["node(s) were not ready"]
@@ -477,7 +479,7 @@ def schedule(
 
 def _scheduling_view(node: Node) -> tuple[Any, ...]:
     """The parts of a node that can change a scheduling decision (heartbeats are not among them)."""
-    ready = next((c.status for c in node.status.conditions or () if c.type == "Ready"), None)
+    ready = node_is_ready(node)
     return (
         node.metadata.labels,
         node.spec.unschedulable,
@@ -763,7 +765,7 @@ class Scheduler:
     async def _report_unschedulable(self, pod: Pod, message: str) -> None:
         """A FailedScheduling event (merged by the recorder when repeated) and PodScheduled=False."""
         await self.recorder.record(pod, "Warning", "FailedScheduling", message)
-        current = next((c for c in pod.status.conditions or () if c.type == "PodScheduled"), None)
+        current = find_condition(pod.status.conditions, "PodScheduled")
         if current is not None and (current.status, current.reason, current.message) == (
             "False",
             "Unschedulable",

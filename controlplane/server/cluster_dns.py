@@ -21,10 +21,9 @@ from collections.abc import Callable
 from controlplane.api.core import Service, ServicePort, ServiceSpec
 from controlplane.api.meta import ObjectMeta, TopLevel
 from controlplane.api.registry import ResourceInfo, for_type
-from controlplane.defaults import apply_defaults
 
 from . import errors
-from .services import ServiceRegistry
+from .services import ServiceRegistry, store_service
 from .storage import ObjectStorage
 
 log = logging.getLogger(__name__)
@@ -98,15 +97,10 @@ class ClusterDNSService:
                 metadata=ObjectMeta(name=NAME, namespace=NAMESPACE, labels=dict(LABELS)),
                 spec=wanted_spec(self.cluster_ip),
             )
-            self.prepare(info, svc)
-            apply_defaults(svc)
-            undo = await self.registry.on_create(svc)
             try:
-                await self.storage.create(info, svc)
+                await store_service(self.storage, self.registry, self.prepare, svc)
                 return
             except errors.APIError as exc:
-                if undo is not None:
-                    await undo()
                 if exc.status.reason != "AlreadyExists":  # another server made it first: fine
                     raise
 

@@ -33,11 +33,10 @@ from controlplane.api.core import (
 )
 from controlplane.api.meta import ObjectMeta, TopLevel, now_micro, parse_time
 from controlplane.api.registry import ResourceInfo, for_type
-from controlplane.defaults import apply_defaults
 
 from . import errors
 from .handlers import meta as meta_of
-from .services import ServiceRegistry
+from .services import ServiceRegistry, store_service
 from .storage import ObjectStorage
 
 log = logging.getLogger(__name__)
@@ -109,15 +108,7 @@ class KubernetesService:
                         ),
                         spec=wanted,
                     )
-                    self.prepare(info, svc)
-                    apply_defaults(svc)
-                    undo = await self.registry.on_create(svc)
-                    try:
-                        await self.storage.create(info, svc)
-                    except errors.APIError:
-                        if undo is not None:
-                            await undo()
-                        raise
+                    await store_service(self.storage, self.registry, self.prepare, svc)
                 else:
                     assert isinstance(current, Service)
                     ports = current.spec.ports or []

@@ -41,6 +41,7 @@ from controlplane.api.core import ContainerStatus, Node, Pod
 from controlplane.api.meta import Status
 from controlplane.api.registry import for_type
 from controlplane.client.streams import ExecOptions, LogOptions, QueryError, choose_protocol
+from controlplane.status import internal_ip
 
 from . import errors
 from .handlers import API
@@ -167,8 +168,7 @@ def agent_endpoint(node: Node) -> str | None:
         return None
     if host in _UNSPECIFIED:
         addresses = node.status.addresses or []
-        internal = next((a.address for a in addresses if a.type == "InternalIP"), None)
-        host = internal or next((a.address for a in addresses), "")
+        host = internal_ip(node) or next((a.address for a in addresses), "")
         if not host:
             return None
     try:

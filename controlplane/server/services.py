@@ -16,13 +16,19 @@ new one's values. Allocation failures are 422s in kube-apiserver's words, naming
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from controlplane import validation
 from controlplane.api.core import Service, ServicePort
 from controlplane.api.meta import TopLevel
+from controlplane.api.registry import ResourceInfo, for_type
+from controlplane.defaults import apply_defaults
 
 from . import errors
 from .allocators import AllocationError, AlreadyAllocated, Contention, NotInRange, RangeAllocator
+
+if TYPE_CHECKING:
+    from .storage import ObjectStorage
 
 Undo = Callable[[], Awaitable[None]]
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
@@ -259,3 +265,24 @@ def _retry_later(svc: Service) -> errors.APIError:
     """Allocation lost its compare-and-swap too often to other API servers: a Conflict, which clients
     retry, rather than a claim that the range is full."""
     return errors.conflict("services", svc.metadata.name or "", "the allocation record is busy; try again")
+
+
+async def store_service(
+    storage: ObjectStorage,
+    registry: ServiceRegistry,
+    prepare: Callable[[ResourceInfo, TopLevel], None],
+    svc: Service,
+) -> None:
+    """Create a Service straight in storage, as the API server does for its own (``default/kubernetes``,
+    ``kube-system/kube-dns``): server-owned metadata, defaults, its allocations taken first and given
+    back if the write fails (an APIError, raised on)."""
+    info = for_type(Service)
+    prepare(info, svc)
+    apply_defaults(svc)
+    undo = await registry.on_create(svc)
+    try:
+        await storage.create(info, svc)
+    except errors.APIError:
+        if undo is not None:
+            await undo()
+        raise
