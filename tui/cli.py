@@ -28,14 +28,15 @@ import msgspec
 
 from controlplane.api.registry import ResourceInfo, resolve
 from controlplane.client import ApiError, Client, ClientConfig, ClientError, NotFound, load_config, path_for
+from controlplane.client.apply import ApplyOptions, field_validation
 from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
+from controlplane.client.manifests import Manifest, ManifestError, load, resolve_namespace, resource_info
 
 from . import daemons, expose, images, logs, nodes
 from . import exec as exec_command
-from .apply import ApplyOptions, apply, field_validation
+from .apply import apply
 from .describe import describe
-from .manifests import Manifest, ManifestError, load, resolve_namespace, resource_info
 from .printers import (
     TableOptions,
     TableWriter,

@@ -19,12 +19,12 @@ import yaml
 from controlplane.api import ConfigMap, Event, Node, ObjectMeta, Pod, ReplicationController, Secret, Service
 from controlplane.api.core import ObjectReference
 from controlplane.client import Client, NotFound
+from controlplane.client.apply import LAST_APPLIED
+from controlplane.client.manifests import load
 from controlplane.server.controlplane import ControlPlane
 from tests.cli.conftest import pea
 from tests.support import eventually
-from tui.apply import LAST_APPLIED
 from tui.cli import run
-from tui.manifests import load
 from tui.printers import align, error_line, to_yaml
 
 # A pod the replication manager made for the seed's php-controller RC.

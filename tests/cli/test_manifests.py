@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tui.manifests import (
+from controlplane.client.manifests import (
     Manifest,
     ManifestError,
     load,

@@ -1,4 +1,5 @@
-"""Manifests: the objects ``pea apply/create/delete -f`` read from files, directories or stdin.
+"""Manifests: the objects read from files, directories or stdin by ``pea apply/create/delete -f``, the
+manifest-directory follower and the agent's static pods.
 
 A path is a file (any extension), a directory (its ``*.yaml``, ``*.yml`` and ``*.json`` files in name
 order, subdirectories too with ``-R``; hidden files and editor leftovers are skipped) or ``-`` for stdin.
