@@ -53,6 +53,7 @@ bench:
     "{{bin}}/python" bench/bench_rc.py
     "{{bin}}/python" bench/bench_proxy.py
     "{{bin}}/python" bench/bench_dns.py
+    "{{bin}}/python" bench/bench_dashboard.py
 
 # ruff (lint + format check) and mypy.
 lint:

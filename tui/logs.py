@@ -44,14 +44,20 @@ def pod_name(word: str, command: str) -> str:
     return name
 
 
+def choose_container(pod: Pod) -> str | None:
+    """kubectl's default: the ``kubectl.kubernetes.io/default-container`` annotation, else the first."""
+    names = [c.name for c in pod.spec.containers or []]
+    wanted = (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER)
+    return wanted if wanted in names else (names[0] if names else None)
+
+
 def default_container(pod: Pod, err: TextIO) -> str | None:
     """kubectl's choice for a pod of several containers, announced on stderr; None: let the server pick."""
     names = [c.name for c in pod.spec.containers or []]
     if len(names) <= 1:
         return None
-    wanted = (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER)
-    chosen = wanted if wanted in names else names[0]
-    if wanted is None:
+    chosen = choose_container(pod)
+    if (pod.metadata.annotations or {}).get(DEFAULT_CONTAINER) is None:
         print(f'Defaulted container "{chosen}" out of: {", ".join(names)}', file=err)
     return chosen
 

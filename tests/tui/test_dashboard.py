@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import pytest
 from textual.message import Message
-from textual.pilot import Pilot
 from textual.widgets import Static
 
 from controlplane.api import Pod
@@ -30,48 +27,9 @@ from tui.dashboard import PeapodApp
 from tui.dashboard.messages import Connection, RowDeleted, TableReset
 from tui.dashboard.screens import HelpScreen, ResourcesScreen
 from tui.dashboard.streams import TableStream
-from tui.dashboard.widgets import ClusterHeader, CommandBar, ResourceTable
+from tui.dashboard.widgets import CommandBar
 
-SIZE = (120, 40)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """No scheduler: pods stay Pending until a test changes their status."""
-    return Settings(
-        data_dir=tmp_path / "cp",
-        listen="127.0.0.1:0",
-        bookmark_interval=0.5,
-        event_sweep_interval=3600,
-        scheduler=False,
-    )
-
-
-async def until(pilot: Pilot[Any], check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    """Let the app run until ``check()`` is truthy; fail after ``timeout`` seconds, saying what."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def table(app: PeapodApp) -> ResourceTable:
-    return app.screen.query_one(ResourceTable)
-
-
-def header(app: PeapodApp) -> ClusterHeader:
-    return app.screen.query_one(ClusterHeader)
-
-
-async def type_command(pilot: Pilot[Any], text: str) -> None:
-    await pilot.press("colon")
-    await pilot.press(*text)
-    await pilot.press("enter")
+from .pilot import SIZE, header, table, type_command, until
 
 
 async def test_pods_view_follows_the_watch(client: Client) -> None:
@@ -81,7 +39,7 @@ async def test_pods_view_follows_the_watch(client: Client) -> None:
     async with app.run_test(size=SIZE) as pilot:
         t = await until(pilot, lambda: len(table(app).shown_keys) == 2 and table(app), "the existing pods")
         assert t.shown_keys == ["default/web-1", "default/web-2"]
-        assert [c.label.plain for c in t.columns.values()] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        assert t.column_labels == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
         assert t.cells("default/web-1")[2] == "Pending"
 
         # A pod created afterwards appears.
@@ -95,7 +53,7 @@ async def test_pods_view_follows_the_watch(client: Client) -> None:
         await until(pilot, lambda: t.cells("default/web-2")[2] == "Failed", "web-2's new status")
         assert t.shown_keys == ["default/web-1", "default/web-2", "default/web-3"]
         assert t.cursor_row == 1 and t.selected_key == "default/web-2"
-        status = t.get_row("default/web-2")[2]
+        status = t.styled("default/web-2")[2]
         assert "red" in str(getattr(status, "style", ""))
 
         # A deleted pod disappears.
@@ -118,7 +76,7 @@ async def test_command_bar_switches_views_and_filter_narrows(client: Client) -> 
 
         await type_command(pilot, "rc")
         await until(pilot, lambda: t.shown_keys == ["default/frontend"], "the RC view")
-        names = [c.label.plain for c in t.columns.values()]
+        names = t.column_labels
         assert names == ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
         assert header(app).view == "replicationcontrollers"
 
@@ -177,7 +135,7 @@ async def test_namespaces_and_header(client: Client) -> None:
 
         await pilot.press("0")
         await until(pilot, lambda: sorted(t.shown_keys) == ["default/here", "other/there"], "every pod")
-        assert [c.label.plain for c in t.columns.values()][:2] == ["NAMESPACE", "NAME"]
+        assert t.column_labels[:2] == ["NAMESPACE", "NAME"]
         assert "Namespace: all" in str(h.render())
 
         await type_command(pilot, "no")
@@ -241,14 +199,19 @@ class _FakeClient:
         self.watched_from: list[str | None] = []
         self.readyz = 0
 
-    async def table(self, info: Any, namespace: str | None = None) -> Table:
+    async def table(self, info: Any, namespace: str | None = None, **selectors: str | None) -> Table:
         return self.lists.pop(0)
 
     async def request(self, method: str, path: str) -> None:
         self.readyz += 1
 
     async def watch_table(
-        self, info: Any, namespace: str | None = None, *, resource_version: str | None = None
+        self,
+        info: Any,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        **selectors: str | None,
     ) -> AsyncIterator[tuple[str, Table]]:
         self.watched_from.append(resource_version)
         script = self.watches.pop(0) if self.watches else []

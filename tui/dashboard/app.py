@@ -3,6 +3,9 @@ client, the namespace, read-only) and the global keys; the screens do the rest."
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from textual.app import App
 from textual.binding import Binding
 
@@ -19,13 +22,22 @@ class PeapodApp(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 
-    def __init__(self, client: Client, namespace: str | None = "default", readonly: bool = False) -> None:
+    def __init__(
+        self,
+        client: Client,
+        namespace: str | None = "default",
+        readonly: bool = False,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__()
         self.client = client
         #: The namespace the views list; None is all namespaces.
         self.namespace = namespace
-        #: Stored for the mutating keys of later slices (delete, scale, ...), which it will refuse.
+        #: Refuses the mutating keys (shell, scale, delete).
         self.readonly = readonly
+        #: What ages are counted against (snapshot tests pin it).
+        self.clock = clock
 
     def on_mount(self) -> None:
         self.push_screen(ResourcesScreen())

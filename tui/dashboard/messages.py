@@ -14,11 +14,15 @@ from textual.message import Message
 
 @dataclass
 class TableReset(Message):
-    """A fresh listing: every column and row of the view (after the first list or a re-list)."""
+    """A fresh listing: every column and row of the view (after the first list or a re-list).
+    ``wide`` marks the columns ``pea get`` prints only with ``-o wide`` (shown on wide terminals);
+    ``created`` is each row's creationTimestamp (epoch seconds), for an AGE that keeps counting."""
 
     stream: int
     columns: list[str]
     rows: list[tuple[str, list[str]]]
+    wide: list[bool] = field(default_factory=list)
+    created: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -28,6 +32,7 @@ class RowChanged(Message):
     stream: int
     key: str
     cells: list[str]
+    created: float | None = None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from textual.message import Message
 
-from controlplane.api.meta import Table, TableRow
+from controlplane.api.meta import TableRow, parse_time
 from controlplane.api.registry import ResourceInfo
 from controlplane.client import ApiError, Client, Gone, TransportError
 from tui.printers import cell_text
@@ -25,18 +25,24 @@ from .messages import Connection, RowChanged, RowDeleted, TableReset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TableStream", "visible_columns"]
-
-
-def visible_columns(table: Table) -> list[int]:
-    """The columns ``pea get`` prints without ``-o wide``."""
-    return [i for i, c in enumerate(table.column_definitions) if c.priority == 0]
+__all__ = ["TableStream"]
 
 
 def _metadata(row: TableRow) -> dict[str, Any]:
     obj = row.object
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     return meta if isinstance(meta, dict) else {}
+
+
+def _created(row: TableRow) -> float | None:
+    """The row's creationTimestamp as epoch seconds (None if absent or unreadable)."""
+    stamp = _metadata(row).get("creationTimestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return parse_time(stamp).timestamp()
+    except ValueError:
+        return None
 
 
 class TableStream:
@@ -48,6 +54,8 @@ class TableStream:
         post: Callable[[Message], object],
         serial: int,
         *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
         min_delay: float = 0.2,
         max_delay: float = 5.0,
     ) -> None:
@@ -56,10 +64,11 @@ class TableStream:
         self.namespace = namespace if info.namespaced else None
         self.post = post
         self.serial = serial
+        self.label_selector = label_selector
+        self.field_selector = field_selector
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.resource_version = ""
-        self._columns: list[int] = []
         self._connected: bool | None = None
 
     @property
@@ -97,18 +106,28 @@ class TableStream:
             self.post(Connection(connected, error))
 
     async def _list(self) -> None:
-        table = await self.client.table(self.info, self.namespace)
-        self._columns = visible_columns(table)
-        names = [table.column_definitions[i].name.upper() for i in self._columns]
+        table = await self.client.table(
+            self.info, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
+        )
+        names = [c.name.upper() for c in table.column_definitions]
+        wide = [c.priority > 0 for c in table.column_definitions]
         if self.all_namespaces:
             names.insert(0, "NAMESPACE")
+            wide.insert(0, False)
         rows = [self._row(row) for row in table.rows]
+        created = {
+            key: when for row, (key, _) in zip(table.rows, rows, strict=True) if (when := _created(row))
+        }
         self.resource_version = table.metadata.resource_version or ""
-        self.post(TableReset(self.serial, names, rows))
+        self.post(TableReset(self.serial, names, rows, wide, created))
 
     async def _watch(self) -> None:
         async for event_type, table in self.client.watch_table(
-            self.info, self.namespace, resource_version=self.resource_version
+            self.info,
+            self.namespace,
+            resource_version=self.resource_version,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
         ):
             for row in table.rows:
                 rv = _metadata(row).get("resourceVersion")
@@ -118,7 +137,7 @@ class TableStream:
                 if event_type == "DELETED":
                     self.post(RowDeleted(self.serial, key))
                 elif event_type in ("ADDED", "MODIFIED"):
-                    self.post(RowChanged(self.serial, key, cells))
+                    self.post(RowChanged(self.serial, key, cells, _created(row)))
                 else:
                     log.warning("%s stream: unknown event type %r skipped", self.info.plural, event_type)
 
@@ -126,7 +145,7 @@ class TableStream:
         meta = _metadata(row)
         namespace = str(meta.get("namespace") or "")
         name = str(meta.get("name") or "")
-        cells = [cell_text(row.cells[i]) if i < len(row.cells) else "" for i in self._columns]
+        cells = [cell_text(cell) for cell in row.cells]
         if self.all_namespaces:
             cells.insert(0, namespace)
         return (f"{namespace}/{name}" if namespace else name), cells

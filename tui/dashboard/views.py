@@ -21,7 +21,18 @@ class View:
 VIEWS: tuple[View, ...] = tuple(
     View(info, (info.plural, *info.short_names))
     for info in (
-        resolve(word) for word in ("pods", "nodes", "rc", "services", "endpoints", "namespaces", "events")
+        resolve(word)
+        for word in (
+            "pods",
+            "nodes",
+            "rc",
+            "services",
+            "endpoints",
+            "namespaces",
+            "events",
+            "configmaps",
+            "secrets",
+        )
     )
     if info is not None
 )
@@ -33,6 +44,29 @@ COMMANDS: tuple[str, ...] = (*(v.name for v in VIEWS), *(a for v in VIEWS for a 
 def find_view(word: str) -> View | None:
     info = resolve(word)
     return next((v for v in VIEWS if info is not None and v.info is info), None)
+
+
+def view_of(plural: str) -> View:
+    view = find_view(plural)
+    assert view is not None, plural
+    return view
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the table lists: a view in a namespace (None: all), narrowed on the server by selectors.
+    Drilling down (node → its pods) and ``/-l`` push a scope; ``esc`` pops it."""
+
+    view: View
+    namespace: str | None
+    label_selector: str | None = None
+    field_selector: str | None = None
+    #: Why it is narrowed, for the header: ``node n1``, ``rc frontend``, ``-l app=web``.
+    reason: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.view.name} ({self.reason})" if self.reason else self.view.name
 
 
 GOOD = frozenset({"Running", "Ready", "Active", "Succeeded", "Completed", "Bound"})

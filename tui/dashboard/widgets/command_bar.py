@@ -34,7 +34,9 @@ class CommandBar(Input):
         self.placeholder = "pods, rc, svc, ep, no, ns NAME, ev" if mode == "command" else "filter rows"
         self.value = ""
         self.add_class("-open")
-        self.focus()
+        # Focus now, not on the next idle (Widget.focus): keys typed right after ":" or "/" must land
+        # here, or a fast "/s…" would reach the table and open a shell.
+        self.screen.set_focus(self)
 
     def close(self) -> None:
         self.remove_class("-open")
