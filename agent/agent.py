@@ -10,6 +10,14 @@ the routes to other nodes' pods beside it (``network.routes``), the service prox
 the node-local cluster DNS server (``agent.dns``, on the bridge gateway, port 53; the proxy sends the
 ``kube-system/kube-dns`` Service there). The agent's Services informer feeds the pod workers, the proxy
 and the DNS server; its Endpoints informer (started only with a real pod network) the last two.
+
+Static pods (``settings.pod_manifests``, see ``static_pods``) are read before anything else and run
+with or without an API server: if the first registration fails, the pod network starts on
+``settings.pod_cidr`` or the podCIDR the node was last given (kept in ``settings.data_dir``), the pod
+workers start for the static pods only, and the rest of the start (registration, informers, network
+helpers, garbage collection of sandboxes, mirror pods) is retried in the background. Until the pods
+informer has synced, no sandbox but a static pod's is touched, so pods the control plane gave this node
+earlier keep running while it is away. Mirror pods are never run: the pod source hides them.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controlplane.api.core import Endpoints, Pod, Service
-from controlplane.client import Client, EventRecorder, Informer, key_of
+from controlplane.api.core import Endpoints, Node, Pod, Service
+from controlplane.client import Client, ClientError, EventRecorder, Informer, key_of
 from controlplane.tasks import cancel
 
 from .network import Network, NoNetwork
@@ -30,6 +39,7 @@ from .pods import BackOffPolicy, PodWorkers
 from .proxy import ServiceProxy
 from .runtime.base import Runtime
 from .server import AgentServer
+from .static_pods import MirrorPods, StaticPods, is_mirror
 from .volumes import VolumeManager
 
 if TYPE_CHECKING:
@@ -64,6 +74,17 @@ class AgentSettings:
     # Where the node's DNS server forwards names outside the cluster, (address, port) each; None: the
     # nameservers of ``resolv_conf``.
     dns_upstreams: list[tuple[str, int]] | None = None
+    # Static pods: the folder of pod manifests this node runs by itself (the kubelet's staticPodPath).
+    pod_manifests: Path | None = None
+    # The pod network's range while no control plane has given the node one (the kubelet's --pod-cidr).
+    pod_cidr: str | None = None
+    # Where the agent keeps what it must remember across restarts (the last podCIDR it was given).
+    data_dir: Path | None = None
+    # How often an agent with static pods that started without the control plane tries to reach it.
+    connect_retry: float = 5.0
+
+
+POD_CIDR_FILE = "pod-cidr"
 
 
 class Agent:
@@ -99,6 +120,11 @@ class Agent:
         if pod_source is None:
             self.informer = Informer(client, Pod, field_selector=f"spec.nodeName={settings.node_name}")
             pod_source = self.informer.get
+        self.api_pods = pod_source
+        self.static: StaticPods | None = None
+        self.mirrors: MirrorPods | None = None
+        if settings.pod_manifests is not None:
+            self.static = StaticPods(settings.pod_manifests, settings.node_name, self._static_changed)
         if volumes is not None:  # the pods' resolv.conf and hosts files follow the agent's settings
             volumes.cluster_dns = list(settings.cluster_dns)
             volumes.cluster_domain = settings.cluster_domain
@@ -109,7 +135,7 @@ class Agent:
             settings.node_name,
             settings.node_ip,
             self.recorder,
-            pod_source,
+            self.pod,
             backoff=settings.backoff,
             network=self.network,
             volumes=volumes,
@@ -120,8 +146,29 @@ class Agent:
         self.proxy: ServiceProxy | None = None  # the service proxy (bridge network only)
         self.routes: HostGatewayRoutes | None = None  # host-gw routes to other nodes' pods (bridge only)
         self.dns: DNSServer | None = None  # the node-local cluster DNS server (bridge only)
+        if self.static is not None:
+            self.workers.static_status = self.static.report
         self._tasks: list[asyncio.Task[None]] = []
         self._uids: dict[str, str] = {}
+        self._connecting: asyncio.Task[None] | None = None  # the start finished in the background
+        self._pod_cidr: str | None = None  # what the pod network was started with
+        self._network_started = False
+
+    def pod(self, key: str) -> Pod | None:
+        """The pod the workers realise for ``key``: a static pod, else the API's (never a mirror pod)."""
+        if self.static is not None and (static := self.static.get(key)) is not None:
+            return static
+        pod = self.api_pods(key)
+        return None if pod is not None and is_mirror(pod) else pod
+
+    def _static_changed(self, key: str) -> None:
+        """A static pod appeared, changed or went: note its uid (runtime events) and sync it."""
+        pod = self.static.get(key) if self.static is not None else None
+        if pod is not None:
+            self._uids[pod.metadata.uid or ""] = key
+        self.workers.enqueue(key)
+        if self.mirrors is not None:
+            self.mirrors.enqueue(key)
 
     def track(self, pod: Pod) -> None:
         """Note a pod of this node and enqueue it (called by the informer, or by a shared one)."""
@@ -151,12 +198,98 @@ class Agent:
             host, _, port = self.settings.listen.rpartition(":")
             self.server = AgentServer(self.runtime, host.strip("[]"), int(port), client=self.client)
             self.heartbeat.agent_address = f"{host}:{await self.server.start()}"
-        node = await self.heartbeat.register()
-        await self.network.start(node.spec.pod_cidr)
+        if self.static is None:
+            await self._online(await self.heartbeat.register(), patient=False)
+        else:
+            await self.static.load()  # before any sandbox is looked at: its pods are adopted, not removed
+            self._tasks.append(self.static.start())
+            try:
+                node = await self.heartbeat.register()
+            except ClientError as exc:
+                log.warning("control plane unreachable (%s); running static pods, retrying meanwhile", exc)
+                await self._start_network(None, offline=True)
+                await self.network.restore(await self.runtime.list_sandboxes())
+                self._connecting = asyncio.create_task(self._connect(), name="connect")
+            else:
+                await self._online(node, patient=True)
+        self._tasks.append(self.workers.start())
+        self._tasks.append(asyncio.create_task(self._runtime_events(), name="runtime-events"))
+        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        log.info("agent %s running (%s)", self.settings.node_name, await self.runtime.version())
+
+    async def _connect(self) -> None:
+        """Reach the control plane at last (an agent with static pods started without it)."""
+        assert self.heartbeat is not None
+        while True:
+            await asyncio.sleep(self.settings.connect_retry)
+            try:
+                node = await self.heartbeat.register()
+            except ClientError as exc:
+                log.debug("control plane still unreachable: %s", exc)
+                continue
+            log.info("control plane reached: node %s registered", self.settings.node_name)
+            await self._online(node, patient=True)
+            return
+
+    async def _start_network(self, node_cidr: str | None, *, offline: bool = False) -> None:
+        """The pod network, once: on the Node's podCIDR, else ``--pod-cidr``, else the last one given."""
+        if node_cidr:
+            await asyncio.to_thread(self._remember_cidr, node_cidr)
+        if self._network_started:
+            if node_cidr and self._pod_cidr and node_cidr != self._pod_cidr:
+                log.warning(
+                    "the node's podCIDR is %s but the pod network runs on %s; restart the agent to move",
+                    node_cidr,
+                    self._pod_cidr,
+                )
+            return
+        cidr = node_cidr or self.settings.pod_cidr or await asyncio.to_thread(self._remembered_cidr)
+        try:
+            await self.network.start(cidr)
+        except ValueError:
+            if not offline:
+                raise
+            raise ValueError(
+                "no podCIDR for the pod network: the control plane is unreachable and never gave this "
+                "node one; pass --pod-cidr"
+            ) from None
+        self._pod_cidr = cidr
+        self._network_started = True
+
+    def _remembered_cidr(self) -> str | None:
+        if self.settings.data_dir is None:
+            return None
+        try:
+            return (self.settings.data_dir / POD_CIDR_FILE).read_text().strip() or None
+        except OSError:
+            return None
+
+    def _remember_cidr(self, cidr: str) -> None:
+        if self.settings.data_dir is None or self._remembered_cidr() == cidr:
+            return
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.settings.data_dir / POD_CIDR_FILE).write_text(cidr + "\n")
+        except OSError as exc:
+            log.warning("cannot remember the podCIDR in %s: %s", self.settings.data_dir, exc)
+
+    async def _online(self, node: Node, *, patient: bool) -> None:
+        """Everything that needs the API server, once the Node is registered. ``patient``: wait for the
+        informers however long the API takes (an agent already running static pods has no reason to
+        give up)."""
+        assert self.heartbeat is not None
+
+        async def synced(informer: Informer[Service] | Informer[Endpoints] | Informer[Pod]) -> None:
+            if patient:
+                await informer.synced.wait()
+            else:
+                await informer.wait_synced()
+
+        await self._start_network(node.spec.pod_cidr)
         if self.owns_services:
             # Before any container starts: like the kubelet, never build an environment without them.
             self._tasks.append(self.services.start())
-            await self.services.wait_synced()
+            await synced(self.services)
         cluster_cidr = getattr(self.network, "cluster_cidr", None)  # only a real pod network has one
         from .network.bridge import BridgeNetwork  # pyroute2 only where there is a real pod network
         from .network.routes import HostGatewayRoutes
@@ -164,7 +297,7 @@ class Agent:
         if cluster_cidr is not None and self.owns_endpoints:
             self._tasks.append(self.endpoints.start())
             self._endpoints_started = True
-            await self.endpoints.wait_synced()
+            await synced(self.endpoints)
         local_dns: tuple[str, int] | None = None
         if isinstance(self.network, BridgeNetwork) and self.network.book is not None:
             local_dns = await self._start_dns(str(self.network.book.gateway), self.network.netns)
@@ -173,7 +306,7 @@ class Agent:
                 self.client,
                 self.settings.node_name,
                 cluster_cidr,
-                pod_cidr=node.spec.pod_cidr,
+                pod_cidr=self._pod_cidr,
                 netns=getattr(self.network, "netns", None),
                 services=self.services,
                 endpoints=self.endpoints,
@@ -198,14 +331,26 @@ class Agent:
             self.informer.on_update(lambda _old, new: self.track(new))
             self.informer.on_delete(self.forget)
             self._tasks.append(self.informer.start())
-            await self.informer.wait_synced()
-            await self.collect_garbage(set(self.informer.cache))
-        self._tasks.append(self.workers.start())
-        self._tasks.append(asyncio.create_task(self._runtime_events(), name="runtime-events"))
-        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
-        log.info("agent %s running (%s)", self.settings.node_name, await self.runtime.version())
+            await synced(self.informer)
+            static_keys = set(self.static.pods) if self.static is not None else set()
+            await self.collect_garbage(set(self.informer.cache) | static_keys)
+            if self.static is not None:
+                heartbeat = self.heartbeat
+                self.mirrors = MirrorPods(
+                    self.client,
+                    self.static,
+                    self.informer,
+                    lambda: heartbeat.node,
+                    resync_interval=self.settings.resync_interval,
+                )
+                self.mirrors.start()
 
     async def stop(self) -> None:
+        await cancel(self._connecting)  # first: a start finishing in the background must not race this
+        if self.mirrors is not None:
+            await self.mirrors.stop()
+        if self.static is not None:
+            await self.static.stop()
         await self.workers.stop()
         if self.proxy is not None:
             await self.proxy.stop()  # its table stays: services keep working while the agent is down

@@ -15,7 +15,7 @@ import base64
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from controlplane.api.core import ConfigMap, Container, Pod, Secret, Service
@@ -28,6 +28,7 @@ from .network import Network, NoNetwork
 from .probes import Prober, Target
 from .runtime.base import ContainerInfo, ContainerSpec, Runtime, RuntimeFailure, SandboxInfo
 from .service_env import service_env
+from .static_pods import is_static
 from .status import Waiting, pod_status, same_status
 from .volumes import VolumeError, VolumeManager
 
@@ -105,6 +106,8 @@ class PodWorkers:
         self._notes: dict[str, _PodNotes] = {}
         self._task: asyncio.Task[None] | None = None
         self.prober = Prober(runtime, self.enqueue, self._container_event)
+        # Where a static pod's status goes (it has no API object of its own; see static_pods.py).
+        self.static_status: Callable[[Pod], Awaitable[None]] | None = None
 
     def enqueue(self, key: str) -> None:
         self.queue.add(key)
@@ -518,6 +521,9 @@ class PodWorkers:
         if same_status(status, pod.status):
             return
         fresh = Pod(metadata=pod.metadata, spec=pod.spec, status=status)
+        if self.static_status is not None and is_static(pod):
+            await self.static_status(fresh)
+            return
         try:
             await self.client.replace_status(fresh)
         except ClientError as exc:

@@ -340,6 +340,31 @@ def _file_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
 def _setup_apply(p: argparse.ArgumentParser) -> None:
     _file_options(p, required=True)
     _validation_options(p)
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the directory: apply on every change and prune what its files no longer define",
+    )
+    p.add_argument(
+        "--self-heal",
+        nargs="?",
+        type=float,
+        const=180.0,
+        default=None,
+        metavar="SECONDS",
+        help="with --watch, re-apply everything every SECONDS (default 180) to revert hand edits",
+    )
+    p.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --watch, delete objects whose manifests are gone (default on)",
+    )
+    p.add_argument(
+        "--manifest-id",
+        metavar="ID",
+        help="with --watch, the label value marking this directory's objects (default: a hash of its path)",
+    )
     p.set_defaults(command_name="apply")
 
 
@@ -351,10 +376,45 @@ async def _apply(ctx: _Context) -> int:
         field_validation=field_validation(args.validate),
         dry_run=args.dry_run == "server",
     )
+    if args.watch:
+        return await _apply_watch(ctx, options)
+    for flag, value in (
+        ("--self-heal", args.self_heal),
+        ("--prune", args.prune),
+        ("--manifest-id", args.manifest_id),
+    ):
+        if value is not None:
+            raise UsageError(f"{flag} only works with --watch")
     manifests = _load_manifests(ctx)
     async with ctx.client() as client:
         ok = await apply(client, manifests, options, ctx.out, ctx.err)
     return 0 if ok else 1
+
+
+async def _apply_watch(ctx: _Context, options: ApplyOptions) -> int:
+    """``pea apply -f DIR --watch``: follow one directory until Ctrl-C (exit 0)."""
+    from controlplane.client.dirsync import DirectorySync
+
+    args = ctx.args
+    if options.dry_run:
+        raise UsageError("--watch cannot be combined with --dry-run")
+    if len(args.filename) != 1 or not await asyncio.to_thread(os.path.isdir, args.filename[0]):
+        raise UsageError("--watch needs exactly one -f DIRECTORY")
+    with daemons.stop_signals() as stop:
+        async with ctx.client() as client:
+            follower = DirectorySync(
+                client,
+                args.filename[0],
+                options=options,
+                prune=args.prune is not False,
+                self_heal=args.self_heal,
+                manifest_id=args.manifest_id,
+                out=ctx.out,
+                err=ctx.err,
+                format_error=lambda exc, context: error_line(exc, context, server=client.server),
+            )
+            await follower.run(stop)
+    return 0
 
 
 def _setup_create(p: argparse.ArgumentParser) -> None:
@@ -991,6 +1051,20 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="tolerationSeconds new pods get for the node.kubernetes.io/unreachable NoExecute taint",
     )
+    p.add_argument(
+        "--manifests",
+        metavar="DIR",
+        help="follow this directory of manifests: apply on change, prune what its files no longer define",
+    )
+    p.add_argument(
+        "--manifests-self-heal",
+        nargs="?",
+        type=float,
+        const=180.0,
+        default=None,
+        metavar="SECONDS",
+        help="with --manifests, re-apply everything every SECONDS (default 180) to revert hand edits",
+    )
     daemons.controller_options(p)
 
 
@@ -1002,6 +1076,11 @@ async def _controlplane(ctx: _Context) -> int:
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise UsageError(f'--listen must be HOST:PORT, got "{args.listen}"')
+    if args.manifests_self_heal is not None:
+        if not args.manifests:
+            raise UsageError("--manifests-self-heal only works with --manifests")
+        if not args.manifests_self_heal > 0:
+            raise UsageError("--manifests-self-heal must be more than 0 seconds")
     if args.advertise_address is not None:
         import ipaddress
 
@@ -1053,11 +1132,36 @@ async def _controlplane(ctx: _Context) -> int:
         try:
             print(f"peapod control plane listening on {cp.url} (data in {settings.data_dir})", file=ctx.out)
             ctx.out.flush()
-            await stop.wait()
+            if args.manifests:
+                await _follow_manifests(ctx, cp.url, cp.admin_token, Path(args.manifests), stop)
+            else:
+                await stop.wait()
             print("stopping", file=ctx.out)
         finally:
             await cp.stop()
     return 0
+
+
+async def _follow_manifests(
+    ctx: _Context, url: str, token: str | None, directory: Path, stop: asyncio.Event
+) -> None:
+    """The control plane's own manifests folder (k3s style), followed until ``stop``."""
+    from controlplane.client.dirsync import DirectorySync
+
+    try:
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"warning: cannot create {directory}: {exc.strerror or exc}", file=ctx.err)
+    async with Client(url, token, user_agent="pea-manifests") as client:
+        follower = DirectorySync(
+            client,
+            directory,
+            out=ctx.out,
+            err=ctx.err,
+            self_heal=ctx.args.manifests_self_heal,
+            format_error=lambda exc, context: error_line(exc, context, server=url),
+        )
+        await follower.run(stop)
 
 
 async def _agent(ctx: _Context) -> int:

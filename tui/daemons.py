@@ -105,6 +105,18 @@ def setup_agent(p: argparse.ArgumentParser) -> None:
         help="where the node's DNS server forwards names outside the cluster (repeatable; default: the "
         "nameservers of --resolv-conf)",
     )
+    p.add_argument(
+        "--pod-manifests",
+        metavar="DIR",
+        help="run the Pod manifests of this folder on this node (static pods), with or without the "
+        "control plane; each shows in the API as a mirror pod NAME-NODE",
+    )
+    p.add_argument(
+        "--pod-cidr",
+        metavar="CIDR",
+        help="the pod network's range while the control plane has never given this node one (default: "
+        "the last podCIDR it was given)",
+    )
 
 
 def _upstream(text: str) -> tuple[str, int]:
@@ -149,6 +161,17 @@ async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> in
     )
     if args.node_ip:
         settings.node_ip = args.node_ip
+    if args.data_dir or args.runtime == "podman":  # the hollow runtime keeps nothing unless told where
+        settings.data_dir = _data_dir(args)
+    if args.pod_cidr:
+        try:
+            settings.pod_cidr = str(ipaddress.IPv4Network(args.pod_cidr, strict=False))
+        except ValueError:
+            raise ValueError(f'--pod-cidr: "{args.pod_cidr}" is not an IPv4 range') from None
+    if args.pod_manifests:
+        settings.pod_manifests = Path(args.pod_manifests)
+        if not settings.pod_manifests.is_dir():
+            raise ValueError(f"--pod-manifests: {args.pod_manifests} is not a directory")
     if args.cleanup:
         from agent.network import nftables
         from agent.network.bridge import BridgeNetwork

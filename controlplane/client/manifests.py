@@ -23,11 +23,14 @@ from controlplane.api.registry import ResourceInfo, by_kind
 __all__ = [
     "Manifest",
     "ManifestError",
+    "ignored",
     "load",
     "parse",
+    "read_text",
     "resolve_namespace",
     "resource_info",
     "sort_for_apply",
+    "walk",
 ]
 
 EXTENSIONS = (".yaml", ".yml", ".json")
@@ -97,36 +100,36 @@ def _read(path: str, recursive: bool, stdin: TextIO | None) -> Iterator[tuple[st
     if not p.exists():
         raise ManifestError(f'the path "{path}" does not exist')
     if p.is_dir():
-        files = list(_walk(p, recursive))
+        files = list(walk(p, recursive))
         if not files:
             raise ManifestError(f'no manifests (*.yaml, *.yml, *.json) found in "{path}"')
         for f in files:
-            yield str(f), _read_text(f)
+            yield str(f), read_text(f)
     else:
-        yield path, _read_text(p)
+        yield path, read_text(p)
 
 
-def _walk(directory: Path, recursive: bool) -> Iterator[Path]:
+def walk(directory: Path, recursive: bool) -> Iterator[Path]:
     """A directory's manifest files in name order; hidden entries and editor temp files skipped."""
     try:
         entries = sorted(directory.iterdir(), key=lambda e: e.name)
     except OSError as exc:
         raise ManifestError(f'cannot read "{directory}": {exc.strerror or exc}') from None
     for entry in entries:
-        if _ignored(entry.name):
+        if ignored(entry.name):
             continue
         if entry.is_dir():
             if recursive:
-                yield from _walk(entry, recursive)
+                yield from walk(entry, recursive)
         elif entry.suffix.lower() in EXTENSIONS:
             yield entry
 
 
-def _ignored(name: str) -> bool:
+def ignored(name: str) -> bool:
     return name.startswith(".") or name.endswith(("~", ".swp", ".swo")) or name.startswith("#")
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -115,7 +115,10 @@ async def test_drain_evicts_and_waits(controlplane: ControlPlane, client: Client
     await client.create(pod("owned"))
     await client.create(pod("bare", owned=False))
     await client.create(pod("scratch", volumes=[{"name": "tmp", "emptyDir": {}}]))
+    # A mirror pod stands for a static pod the node runs from its own folder: no agent runs it, so its
+    # status is written here as the node would.
     await client.create(pod("mirror", metadata={"annotations": {"kubernetes.io/config.mirror": "x"}}))
+    await client.patch(Pod, "mirror", {"status": {"phase": "Running"}}, "default", subresource="status")
     await client.create(pod("elsewhere", node="other-node"))
     await running(client, "owned", "bare", "scratch", "mirror")
     code, out, err = await pea(
