@@ -23,19 +23,11 @@ setup:
     "{{bin}}/pip" install -q --upgrade pip
     "{{bin}}/pip" install -q -e '.[dev]'
 
-# The control plane (SQLite, API on 127.0.0.1:6443) and a local agent on Podman (root); Ctrl-C stops them.
-up:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    "{{bin}}/pea" controlplane & cp=$!
-    trap 'kill -INT $cp ${agent:-} 2>/dev/null || true; wait' EXIT
-    trap 'exit 0' INT TERM
-    until "{{bin}}/pea" get ns -s http://127.0.0.1:6443 >/dev/null 2>&1; do
-        kill -0 $cp 2>/dev/null || exit 1
-        sleep 0.2
-    done
-    "{{bin}}/pea" agent -s http://127.0.0.1:6443 & agent=$!
-    wait
+# The local cluster in one process (root, Podman): control plane (API on 127.0.0.1:6443), an agent on this
+# machine, the guestbook on http://localhost:30001/, then the dashboard; q or Ctrl-C stops it all
+# (`just up --headless`, `--example none`, `--manifests DIR`, `--keep-pods`; `pea down --purge` removes it).
+up *ARGS:
+    "{{bin}}/pea" up {{ARGS}}
 
 # N nodes on this machine (root, Podman): one network namespace, Podman service and agent per node, a lab
 # LAN 192.168.77.0/24 and host-gw pod routes; prints the API URL and token, Ctrl-C removes everything.

@@ -33,7 +33,7 @@ from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
 from controlplane.client.manifests import Manifest, ManifestError, load, resolve_namespace, resource_info
 
-from . import daemons, expose, images, logs, nodes
+from . import daemons, expose, images, logs, nodes, up
 from . import exec as exec_command
 from .apply import apply
 from .describe import describe
@@ -138,6 +138,8 @@ Commands:
   hollow-nodes  Run simulated nodes in one process (scale tests; no containers)
   image         Send an image archive to nodes through their agents (image load FILE)
   tui           Open the full-screen dashboard (--readonly, -n NS or -A)
+  up            Run a local cluster with the guestbook example in one process (--headless)
+  down          Stop what pea up runs (--purge also removes its data, pods, images and rules)
 
 Global options: -s/--server URL, --token TOKEN, --kubeconfig PATH, -n/--namespace NS
 Use "pea <command> --help" for a command's options.
@@ -1218,6 +1220,14 @@ async def _tui(ctx: _Context) -> int:
     return 0
 
 
+async def _up(ctx: _Context) -> int:
+    return await up.run_up(ctx.args, ctx.out, ctx.err)
+
+
+async def _down(ctx: _Context) -> int:
+    return await up.run_down(ctx.args, ctx.out, ctx.err)
+
+
 # --- the command table ---------------------------------------------------------------------------
 
 _COMMANDS: dict[str, _Command] = {
@@ -1258,5 +1268,11 @@ _COMMANDS: dict[str, _Command] = {
         _Command("hollow-nodes", "Run simulated nodes (no containers).", daemons.setup_hollow, _hollow),
         _Command("image", "Send an image archive to nodes (image load FILE).", images.setup_image, _image),
         _Command("tui", "Open the full-screen dashboard.", _setup_tui, _tui),
+        _Command(
+            "up", "Run a local cluster (and an example) in one process.", up.setup_up, _up, client=False
+        ),
+        _Command(
+            "down", "Stop what pea up runs (--purge: and remove it).", up.setup_down, _down, client=False
+        ),
     )
 }

@@ -84,6 +84,10 @@ async def _run_script(
         proc.kill()
         await proc.wait()
         raise ImageBuildError(f"{script.name} did not finish within {timeout:g}s") from None
+    except asyncio.CancelledError:  # the caller gave up (Ctrl-C in pea up): no build left behind
+        proc.kill()
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         output = out.decode(errors="replace").strip()
         error = ImageSourceUnavailable if proc.returncode == _EXIT_SOURCE_UNAVAILABLE else ImageBuildError

@@ -21,11 +21,13 @@ run and are checked by the real apply only; a refusal there, or a race, is repor
 file's other objects may already be applied). Files are applied together in :func:`sort_for_apply`
 order, so a namespace in ``z.yaml`` still comes before a configmap in it from ``a.yaml``.
 
-Prune deletes the objects carrying this directory's label that no file defines any more, workloads
-first and namespaces last, tolerating NotFound, with a uid precondition so a recreated object is left
-alone. Never pruned: objects annotated ``peapod.io/prune: "false"``; what a failing file applied last
-time (remembered per file, and found by the live source annotation after a restart); anything at all
-when the directory is missing, unreadable or holds no objects (a warning is printed instead).
+Prune deletes the objects carrying this directory's label and a source annotation (what a follower
+applied: the endpoints controller copies a Service's labels onto its Endpoints) that no file defines any
+more, workloads first and namespaces last, tolerating NotFound, with a uid precondition so a recreated
+object is left alone. Never pruned: objects annotated ``peapod.io/prune: "false"``; what a failing file
+applied last time (remembered per file, and found by the live source annotation after a restart);
+anything at all when the directory is missing, unreadable or holds no objects (a warning is printed
+instead).
 
 Status: one line per sync on ``out`` (``sync: 3 applied, 5 unchanged, 1 pruned, 1 failed``; "failed"
 counts files currently failing), one error line per failure on ``err``, and Events in the cluster
@@ -496,6 +498,10 @@ class DirectorySync:
             annotations = meta.get("annotations") or {}
             key = (info.kind, meta.get("namespace") or "", meta.get("name") or "")
             if key in desired or key in kept or meta.get("deletionTimestamp"):
+                continue
+            if SOURCE_ANNOTATION not in annotations:
+                # Only what this follower applied: a controller may copy the label onto objects of
+                # its own (the endpoints controller copies a Service's labels onto its Endpoints).
                 continue
             if annotations.get(SOURCE_ANNOTATION) in failing:
                 continue

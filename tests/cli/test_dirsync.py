@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane.api import ConfigMap, Event, ReplicationController
-from controlplane.client import Client
+from controlplane.api import ConfigMap, Endpoints, Event, ReplicationController
+from controlplane.client import Client, NotFound
 from controlplane.client.dirsync import (
     COMPONENT,
     DIR_LABEL,
@@ -205,6 +205,32 @@ async def test_prune_opt_out_annotation(client: Client, root: Path) -> None:
     assert result.pruned == 1
     assert await absent(client, ConfigMap, "transient")
     assert await cm_or_none(client, "sticky") is not None
+
+
+async def test_objects_a_controller_copied_the_label_onto_are_not_pruned(client: Client, root: Path) -> None:
+    """The endpoints controller copies a Service's labels (the directory's too) onto its Endpoints;
+    the follower did not apply those, so it must not prune them."""
+    f = Follower(client, root)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }
+    write(root / "svc.yaml", service)
+    await f.sync.sync()
+
+    async def labelled_endpoints() -> bool:
+        try:
+            endpoints = await client.get(Endpoints, "web", "default")
+        except NotFound:
+            return False
+        return DIR_LABEL in (endpoints.metadata.labels or {})
+
+    await eventually(labelled_endpoints, "the Service's Endpoints, with its labels")
+    result = await f.sync.sync(full=True)
+    assert result.pruned == 0
+    assert await labelled_endpoints()
 
 
 async def test_scale_survives_reapplies(client: Client, root: Path) -> None:
