@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -122,3 +123,10 @@ def rc_manifest(
 def rc_yaml(manifest: dict[str, Any]) -> str:
     """``manifest`` as YAML for ``kubectl``/``pea`` to read, keys in the order written."""
     return str(yaml.safe_dump(manifest, sort_keys=False))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server a test starts later, or never)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

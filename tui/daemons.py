@@ -139,6 +139,20 @@ def _upstream(text: str) -> tuple[str, int]:
     return host, number
 
 
+async def remove_pod_network(network_dir: Path, bridge: str = "pea0") -> None:
+    """What ``pea agent --cleanup`` (and ``pea up`` on its way out) removes: the pod network's table,
+    veths and bridge, the service proxy's table and the routes to other nodes' pods."""
+    from agent.network import nftables
+    from agent.network.bridge import BridgeNetwork
+    from agent.network.netns import run_in_netns
+    from agent.network.proxy_rules import TABLE as PROXY_TABLE
+    from agent.network.routes import sync_routes
+
+    await BridgeNetwork(network_dir, bridge=bridge).cleanup()
+    await nftables.delete(PROXY_TABLE)
+    await run_in_netns(None, sync_routes, {})
+
+
 async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> int:
     import ipaddress
 
@@ -173,15 +187,7 @@ async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> in
         if not settings.pod_manifests.is_dir():
             raise ValueError(f"--pod-manifests: {args.pod_manifests} is not a directory")
     if args.cleanup:
-        from agent.network import nftables
-        from agent.network.bridge import BridgeNetwork
-        from agent.network.netns import run_in_netns
-        from agent.network.proxy_rules import TABLE as PROXY_TABLE
-        from agent.network.routes import sync_routes
-
-        await BridgeNetwork(_data_dir(args) / "network", bridge=args.bridge).cleanup()
-        await nftables.delete(PROXY_TABLE)
-        await run_in_netns(None, sync_routes, {})
+        await remove_pod_network(_data_dir(args) / "network", args.bridge)
         print(f"pod network of {args.node_name} removed", file=out)
         return 0
     network = _network(args)

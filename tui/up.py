@@ -407,7 +407,7 @@ async def _start_agent(
             removed = await _remove_pods(service.socket_path)
             with contextlib.suppress(Exception):
                 await volumes.collect(set())
-            await _remove_network(layout)
+            await daemons.remove_pod_network(layout.agent / "network")
             report.line(f"agent: {removed} pods stopped, pod network removed")
 
     try:
@@ -442,14 +442,14 @@ async def _wait_node_ready(client: Client, name: str, report: _Reporter) -> bool
 
 
 def _manifest_text(path: Path) -> str:
-    """Every manifest of the folder as one text: which locally built images it names."""
-    from controlplane.client.manifests import EXTENSIONS
+    """Every manifest the follower will read (the same files: ``manifests.walk``) as one text: which
+    locally built images it names. An unreadable folder names none; the follower reports it."""
+    from controlplane.client.manifests import ManifestError, walk
 
-    return "\n".join(
-        f.read_text(errors="replace")
-        for f in sorted(path.rglob("*"))
-        if f.suffix in EXTENSIONS and f.is_file()
-    )
+    try:
+        return "\n".join(f.read_text(errors="replace") for f in walk(path, recursive=True))
+    except (ManifestError, OSError):
+        return ""
 
 
 async def _build_images(path: Path, service: PodmanService, report: _Reporter) -> bool:
@@ -657,20 +657,6 @@ async def _remove_pods(socket_path: Path) -> int:
         return 0
 
 
-async def _remove_network(layout: _Layout) -> None:
-    """What ``pea agent --cleanup`` removes: the pod network's table, veths and bridge, the proxy's
-    table and our routes."""
-    from agent.network import nftables
-    from agent.network.bridge import BridgeNetwork
-    from agent.network.netns import run_in_netns
-    from agent.network.proxy_rules import TABLE as PROXY_TABLE
-    from agent.network.routes import sync_routes
-
-    await BridgeNetwork(layout.agent / "network").cleanup()
-    await nftables.delete(PROXY_TABLE)
-    await run_in_netns(None, sync_routes, {})
-
-
 async def _unmount_all(*bases: Path) -> None:
     from agent.mounts import mount_points
 
@@ -732,7 +718,7 @@ async def _purge(layout: _Layout, out: TextIO) -> None:
     # The bridge, tables and routes belong to the machine: only a data directory whose agent ran removes
     # them (one pea up per machine; another data directory's live cluster would lose its network).
     if await asyncio.to_thread(layout.agent.exists):
-        await _remove_network(layout)
+        await daemons.remove_pod_network(layout.agent / "network")
         print("pod network removed (nftables tables, veths, bridge, routes)", file=out, flush=True)
     await _unmount_all(layout.data, layout.runroot)
     for path in (layout.data, layout.runroot):

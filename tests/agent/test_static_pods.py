@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from controlplane.api import Node, Pod, ReplicationController
 from controlplane.client import Client, NotFound
 from controlplane.client.manifests import ManifestError
 from controlplane.server.controlplane import ControlPlane, Settings
-from tests.support import eventually
+from tests.support import eventually, free_port
 
 from .test_agent_hollow import settings as agent_settings
 
@@ -52,13 +51,6 @@ spec:
 
 def edited(text: str, image: str = "busybox:edited") -> str:
     return text.replace("image: busybox\n", f"image: {image}\n")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (the control plane that is not there, or not yet)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the file source on its own ----------------------------------------------------------------

@@ -9,7 +9,6 @@ when deleted through the API. The pod network lives in a node namespace of the t
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from agent.static_pods import CONFIG_MIRROR, CONFIG_SOURCE, static_pod
 from controlplane.api import Node, Pod
 from controlplane.client import Client, NotFound
 from controlplane.server.controlplane import ControlPlane, Settings
+from tests.support import free_port
 
 from .cluster import eventually, start_agent
 from .conftest import NODE, MakePod
@@ -43,12 +43,6 @@ KEY = f"default/web-{NODE}"
 async def nodenet() -> AsyncIterator[NodeNet]:
     async with node_namespace() as net:
         yield net
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def web(text: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +28,7 @@ import pytest
 from controlplane.api.core import ConfigMap, Pod
 from controlplane.api.meta import ObjectMeta
 from controlplane.client import Client
+from tests.support import free_port
 
 from .conftest import podman_missing_reason
 
@@ -45,12 +45,6 @@ def _needs_podman() -> None:
     reason = podman_missing_reason()
     if reason is not None:
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0) -> Any:

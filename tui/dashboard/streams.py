@@ -19,19 +19,29 @@ from textual.message import Message
 from controlplane.api.meta import TableRow, parse_time
 from controlplane.api.registry import ResourceInfo
 from controlplane.client import ApiError, Client, Gone, TransportError
-from tui.printers import cell_text
+from tui.printers import cell_text, error_line
 
 from .messages import Connection, RowChanged, RowDeleted, TableReset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TableStream"]
+__all__ = ["TableStream", "trouble_line"]
 
 
 def _metadata(row: TableRow) -> dict[str, Any]:
     obj = row.object
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     return meta if isinstance(meta, dict) else {}
+
+
+def trouble_line(exc: Exception) -> str:
+    """One line for a stream that cannot reach or is refused by the API server: the main screen's
+    banner and the detail screens' notice say it the same way."""
+    if isinstance(exc, TransportError):
+        return f"API server unreachable: {exc}"
+    if isinstance(exc, ApiError):
+        return f"Error from server: {exc}"
+    return error_line(exc)
 
 
 def _created(row: TableRow) -> float | None:
@@ -95,8 +105,7 @@ class TableStream:
                 )
                 need_list = True
             except (TransportError, ApiError) as exc:
-                prefix = "API server unreachable" if isinstance(exc, TransportError) else "Error from server"
-                self._set_connected(False, f"{prefix}: {exc}")
+                self._set_connected(False, trouble_line(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay)
 

@@ -10,8 +10,6 @@ picker (init containers too), ``escape`` back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,11 +19,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ..context import OnDashboard
 from ..logstream import LogFollower, LogLines, LogNotice, LogState, PodContainers
 from ..widgets.log_view import LogView
-
-if TYPE_CHECKING:
-    from ..app import PeapodApp
 
 __all__ = ["ContainerPicker", "LogScreen"]
 
@@ -79,7 +75,7 @@ class ContainerPicker(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class LogScreen(Screen[None]):
+class LogScreen(OnDashboard, Screen[None]):
     DEFAULT_CSS = """
     LogScreen #log-status {
         height: 1;
@@ -103,13 +99,6 @@ class LogScreen(Screen[None]):
         self.containers: list[tuple[str, bool]] = []
         self.state = "starting"
         self._serial = 0
-
-    @property
-    def peapod(self) -> PeapodApp:
-        from ..app import PeapodApp
-
-        assert isinstance(self.app, PeapodApp)
-        return self.app
 
     @property
     def view(self) -> LogView:

@@ -15,7 +15,7 @@ very first listing highlights the namespace the app is showing now.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -30,8 +30,7 @@ from textual.widgets.option_list import Option
 from controlplane.api.core import Namespace
 from controlplane.client import Informer
 
-if TYPE_CHECKING:
-    from ..app import PeapodApp
+from ..context import OnDashboard
 
 __all__ = ["ALL_NAMESPACES", "NamespaceScreen", "NamespacesListed"]
 
@@ -63,7 +62,7 @@ def _value_of(option_id: str | None) -> str | None:
     return ALL_NAMESPACES if option_id == _ALL_ID else option_id.removeprefix(_NS_PREFIX)
 
 
-class NamespaceScreen(ModalScreen[str | None]):
+class NamespaceScreen(OnDashboard, ModalScreen[str | None]):
     DEFAULT_CSS = """
     NamespaceScreen {
         align: center middle;
@@ -110,13 +109,6 @@ class NamespaceScreen(ModalScreen[str | None]):
         self.names: list[str] = []
         self.terminating: set[str] = set()
         self._listed = False
-
-    @property
-    def peapod(self) -> PeapodApp:
-        from ..app import PeapodApp
-
-        assert isinstance(self.app, PeapodApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         with Vertical(id="ns-dialog"):

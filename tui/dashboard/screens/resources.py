@@ -14,7 +14,7 @@ Workers (see the package docstring): ``_stream_view`` (group ``view``, exclusive
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -29,6 +29,7 @@ from controlplane.client.informer import key_of
 from controlplane.selectors import SelectorError, parse_label_selector
 from controlplane.status import node_ready
 
+from ..context import OnDashboard
 from ..messages import ClusterCounts, Connection, Health, RowChanged, RowDeleted, TableReset
 from ..shell import open_shell
 from ..streams import TableStream
@@ -41,15 +42,12 @@ from .namespaces import ALL_NAMESPACES, NamespaceScreen
 from .scale import ScaleScreen
 from .yaml_view import YamlScreen
 
-if TYPE_CHECKING:
-    from ..app import PeapodApp
-
 
 def _pod_phase(pod: Pod) -> str:
     return (pod.status.phase if pod.status else None) or "Unknown"
 
 
-class ResourcesScreen(Screen[None]):
+class ResourcesScreen(OnDashboard, Screen[None]):
     BINDINGS = [
         Binding("colon", "command", "Command", key_display=":"),
         Binding("slash", "filter", "Filter", key_display="/"),
@@ -72,13 +70,6 @@ class ResourcesScreen(Screen[None]):
         self._serial = 0
         self._node_counts = (0, 0)
         self._pod_phases: dict[str, int] = {}
-
-    @property
-    def peapod(self) -> PeapodApp:
-        from ..app import PeapodApp
-
-        assert isinstance(self.app, PeapodApp)
-        return self.app
 
     @property
     def scope(self) -> Scope:

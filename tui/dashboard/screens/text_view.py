@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
@@ -35,10 +35,9 @@ from textual.widgets.text_area import LanguageDoesNotExist
 
 from controlplane.api.registry import ResourceInfo
 from controlplane.client import ApiError, Client, Gone, NotFound, TransportError
-from tui.printers import error_line
 
-if TYPE_CHECKING:
-    from ..app import PeapodApp
+from ..context import OnDashboard
+from ..streams import trouble_line
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,6 @@ __all__ = [
     "DetailTrouble",
     "Followed",
     "Follower",
-    "trouble_line",
 ]
 
 
@@ -70,15 +68,6 @@ class DetailTrouble(Message):
     """The server cannot be reached or refused; ``error`` is one line, "" when that is over."""
 
     error: str
-
-
-def trouble_line(exc: Exception) -> str:
-    """One line for the notice, worded as the main screen's banner words it."""
-    if isinstance(exc, TransportError):
-        return f"API server unreachable: {exc}"
-    if isinstance(exc, ApiError):
-        return f"Error from server: {exc}"
-    return error_line(exc)
 
 
 @dataclass(frozen=True)
@@ -143,7 +132,7 @@ class Follower:
                 self.changed()
 
 
-class DetailScreen(Screen[None]):
+class DetailScreen(OnDashboard, Screen[None]):
     """One object as live read-only text; subclasses provide ``fetch``, ``present`` and ``VERB``."""
 
     DEFAULT_CSS = """
@@ -195,13 +184,6 @@ class DetailScreen(Screen[None]):
         self.namespace = namespace if info.namespaced else None
         self.payload: Any = None
         self._dirty = asyncio.Event()
-
-    @property
-    def peapod(self) -> PeapodApp:
-        from ..app import PeapodApp
-
-        assert isinstance(self.app, PeapodApp)
-        return self.app
 
     @property
     def object_ref(self) -> str:
