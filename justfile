@@ -38,14 +38,11 @@ cluster N="3":
 test *ARGS:
     "{{bin}}/python" -m pytest -q -p no:cacheprovider {{ARGS}}
 
-# Benchmarks (the API, pod start on real Podman as root, an RC scaled 0 -> 500 on hollow nodes, the service proxy's nftables as root, the node DNS server): figures and the command that reproduces them.
-bench:
-    "{{bin}}/python" bench/bench_api.py
-    "{{bin}}/python" bench/bench_pods.py
-    "{{bin}}/python" bench/bench_rc.py
-    "{{bin}}/python" bench/bench_proxy.py
-    "{{bin}}/python" bench/bench_dns.py
-    "{{bin}}/python" bench/bench_dashboard.py
+# The benchmark suite (bench/suite.py; root for Podman, nftables): every benchmark in turn, a table of the
+# headline figures against the goals, a new dated section in bench/RESULTS.md (< 15 min). `just bench quick`:
+# every benchmark's quick mode (< 2 min), table printed only. `just bench full --only api,watch`: a subset.
+bench MODE="full" *ARGS:
+    "{{bin}}/python" bench/suite.py {{MODE}} {{ARGS}}
 
 # ruff (lint + format check) and mypy.
 lint:

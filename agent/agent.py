@@ -44,6 +44,7 @@ from .volumes import VolumeManager
 
 if TYPE_CHECKING:
     from .dns import DNSServer
+    from .heartbeats import HeartbeatScheduler
     from .network.routes import HostGatewayRoutes
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class AgentSettings:
     lease_interval: float = 10.0
     status_interval: float = 40.0
     resync_interval: float = 10.0
+    pod_workers: int = 4  # pods synced at once (hollow nodes need fewer: their runtime answers at once)
     backoff: BackOffPolicy = field(default_factory=BackOffPolicy)
     max_pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
@@ -102,8 +104,14 @@ class Agent:
         volumes: VolumeManager | None = None,
         services: Informer[Service] | None = None,
         endpoints: Informer[Endpoints] | None = None,
+        heartbeats: HeartbeatScheduler | None = None,
+        resync: bool = True,
     ) -> None:
+        """``heartbeats``: a loop shared by many nodes that renews this one's Lease (else the agent runs
+        its own); ``resync`` False: the owner calls ``resync()`` itself (hollow nodes: one loop for all)."""
         self.client = client
+        self.heartbeats = heartbeats
+        self.own_resync = resync
         self.runtime = runtime
         self.settings = settings
         self.machine = machine or MachineInfo.detect()
@@ -140,6 +148,7 @@ class Agent:
             network=self.network,
             volumes=volumes,
             services=self.services.items,
+            workers=settings.pod_workers,
         )
         self.heartbeat: NodeHeartbeat | None = None
         self.server: AgentServer | None = None
@@ -214,7 +223,8 @@ class Agent:
                 await self._online(node, patient=True)
         self._tasks.append(self.workers.start())
         self._tasks.append(asyncio.create_task(self._runtime_events(), name="runtime-events"))
-        self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        if self.own_resync:
+            self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
         log.info("agent %s running (%s)", self.settings.node_name, await self.runtime.version())
 
     async def _connect(self) -> None:
@@ -325,7 +335,10 @@ class Agent:
                 bridge=self.network.bridge,
             )
             self._tasks.append(self.routes.start())
-        self._tasks.append(self.heartbeat.start())
+        if self.heartbeats is not None:
+            self.heartbeats.add(self.heartbeat)
+        else:
+            self._tasks.append(self.heartbeat.start())
         if self.informer is not None:
             self.informer.on_add(self.track)
             self.informer.on_update(lambda _old, new: self.track(new))
@@ -360,6 +373,8 @@ class Agent:
             await self.dns.stop()
             self.dns = None
         if self.heartbeat is not None:
+            if self.heartbeats is not None:
+                self.heartbeats.remove(self.heartbeat)
             await self.heartbeat.stop()
         if self.informer is not None:
             await self.informer.stop()
@@ -430,8 +445,12 @@ class Agent:
                 log.warning("runtime event stream failed: %s; reconnecting", exc)
             await asyncio.sleep(1.0)
 
+    def resync(self) -> None:
+        """Enqueue every pod of this node: a missed event costs at most one resync period."""
+        for key in self.pods():
+            self.workers.enqueue(key)
+
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_interval)
-            for key in self.pods():
-                self.workers.enqueue(key)
+            self.resync()

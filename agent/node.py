@@ -1,7 +1,8 @@
 """Node registration and heartbeats: the Node object this agent owns, and its Lease.
 
 Registration creates the Node (or adopts the existing one after a restart) with what the machine has:
-capacity and allocatable cpu, memory and pods, addresses, nodeInfo and the images in its runtime.
+capacity and allocatable cpu, memory and pods, addresses, nodeInfo and the images in its runtime (a new
+Node carries its status from the start; an adopted one gets it written).
 Heartbeats are cheap Lease renewals every ``lease_interval`` seconds (kube-node-lease/NAME); the heavier
 Node status write (the Ready condition's lastHeartbeatTime) happens at least every ``status_interval``
 seconds, or at once when something in the status changed.
@@ -126,6 +127,7 @@ class NodeHeartbeat:
         self.images: list[ContainerImage] = []
         self.agent_address: str | None = None  # host:port of the agent's own endpoint
         self.node: Node | None = None
+        self.last_status = 0.0  # the event loop's time of the last status write
         self._task: asyncio.Task[None] | None = None
 
     def status(self, *, heartbeat: str) -> NodeStatus:
@@ -193,7 +195,9 @@ class NodeHeartbeat:
         )
         try:
             self.node = await self.client.create(node)
+            created = True
         except Conflict:
+            created = False
             existing = await self.client.get(Node, self.name)
             merged = dict(existing.metadata.labels or {})
             merged.update(labels)
@@ -202,8 +206,11 @@ class NodeHeartbeat:
                 patch = {"metadata": {"labels": merged, "annotations": {AGENT_ADDRESS: self.agent_address}}}
                 existing = await self.client.patch(Node, self.name, patch)
             self.node = existing
-        await self.post_status()
-        await self.renew_lease()
+        if created:  # the Node was created with this status (the API keeps a Node's status on create)
+            self.last_status = asyncio.get_running_loop().time()
+        else:
+            await self.post_status()
+        await self.renew_lease(new=created)
         return self.node
 
     async def post_status(self) -> None:
@@ -211,25 +218,45 @@ class NodeHeartbeat:
         status = self.status(heartbeat=now())
         body = {"status": _builtins(status)}
         self.node = await self.client.patch(Node, self.name, body, subresource="status")
+        self.last_status = asyncio.get_running_loop().time()
 
-    async def renew_lease(self) -> None:
+    async def renew_lease(self, *, new: bool = False) -> None:
+        """Renew the node's Lease, creating it if missing. ``new``: a Node just created has none yet, so
+        try the create first (saves a 404 per node when a thousand register at once)."""
         stamp = now_micro()
+        if new and await self._create_lease(stamp):
+            return
         try:
             await self.client.patch(
                 Lease, self.name, {"spec": {"holderIdentity": self.name, "renewTime": stamp}}, LEASE_NAMESPACE
             )
         except NotFound:
-            lease = Lease(
-                metadata=ObjectMeta(name=self.name, namespace=LEASE_NAMESPACE),
-                spec=LeaseSpec(
-                    holder_identity=self.name,
-                    lease_duration_seconds=self.lease_duration,
-                    renew_time=stamp,
-                    acquire_time=stamp,
-                ),
-            )
-            with contextlib.suppress(Conflict):
-                await self.client.create(lease)
+            await self._create_lease(stamp)
+
+    async def _create_lease(self, stamp: str) -> bool:
+        """Create the Lease; False if one exists already."""
+        lease = Lease(
+            metadata=ObjectMeta(name=self.name, namespace=LEASE_NAMESPACE),
+            spec=LeaseSpec(
+                holder_identity=self.name,
+                lease_duration_seconds=self.lease_duration,
+                renew_time=stamp,
+                acquire_time=stamp,
+            ),
+        )
+        try:
+            await self.client.create(lease)
+        except Conflict:
+            return False
+        return True
+
+    async def beat(self) -> None:
+        """One heartbeat: renew the Lease, and write the status too once ``status_interval`` has passed
+        since the last (a little early rather than a whole lease interval late)."""
+        await self.renew_lease()
+        elapsed = asyncio.get_running_loop().time() - self.last_status
+        if elapsed >= self.status_interval - self.lease_interval / 2:
+            await self.post_status()
 
     def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.name}")
@@ -239,15 +266,10 @@ class NodeHeartbeat:
         await cancel(self._task)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_status = loop.time()
         while True:
             await asyncio.sleep(self.lease_interval)
             try:
-                await self.renew_lease()
-                if loop.time() - last_status >= self.status_interval - self.lease_interval / 2:
-                    await self.post_status()
-                    last_status = loop.time()
+                await self.beat()
             except Exception as exc:
                 log.warning("node %s heartbeat failed: %s", self.name, exc)
 

@@ -5,23 +5,31 @@ resync only enqueue the pod's ``namespace/name``; ``sync(key)`` compares the API
 runtime has and acts — create the sandbox (or re-create it when its infra container died), create and
 start missing containers, restart dead ones per restartPolicy with CrashLoopBackOff, stop everything
 when the pod is being deleted and then finish the deletion — and finally writes the pod's status if it
-changed. One key is never synced twice at once (the work queue guarantees it).
+changed. One key is never synced twice at once (the work queue guarantees it); different pods' syncs
+run concurrently, up to ``workers`` of them, like the kubelet's per-pod workers.
+
+A sync asks the runtime about its own pod only (``pod_sandboxes`` when the runtime has it: Podman then
+locks that pod's containers only, not the node's), asks again only when it changed something, and
+never waits for an event to be posted: events go out in order from one background task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from controlplane.api.core import ConfigMap, Container, Pod, Secret, Service
 from controlplane.api.meta import parse_time
 from controlplane.client import Client, ClientError, EventRecorder, NotFound
-from controlplane.controllers.workqueue import WorkQueue, run_workers
+from controlplane.controllers.workqueue import WorkQueue
 from controlplane.tasks import cancel
 
 from .network import Network, NoNetwork
@@ -36,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 30  # terminationGracePeriodSeconds when the pod says nothing
 HOOK_TIMEOUT = 120.0  # a bound on postStart hooks (Kubernetes has none; a hung hook must not wedge a worker)
+MAX_QUEUED_EVENTS = 1000  # client-go's broadcaster queue; beyond it events are dropped, as there
+EVENT_FLUSH_TIMEOUT = 5.0  # what ``stop()`` gives the events still queued
 
 
 @dataclass(frozen=True)
@@ -63,9 +73,17 @@ class _PodNotes:
     containers: dict[str, _ContainerNotes] = field(default_factory=dict)
     ip: str | None = None  # what the network gave the current sandbox
     wired: str | None = None  # the sandbox ID the network attached
+    changed: bool = False  # this sync created, started or stopped a container: the runtime is asked again
 
     def of(self, name: str) -> _ContainerNotes:
         return self.containers.setdefault(name, _ContainerNotes())
+
+
+@runtime_checkable
+class PodSandboxes(Protocol):
+    """A runtime that can list the sandboxes of one API pod without listing the whole node's."""
+
+    async def pod_sandboxes(self, namespace: str, name: str) -> list[SandboxInfo]: ...
 
 
 class EnvError(Exception):
@@ -104,6 +122,12 @@ class PodWorkers:
         self.workers = workers
         self.queue = WorkQueue()
         self._notes: dict[str, _PodNotes] = {}
+        self._lookup = runtime if isinstance(runtime, PodSandboxes) else None
+        # Events wait here for one background task that posts them in order, so that a sync never waits
+        # on the API server for a best-effort event (client-go's recorder does the same).
+        self._events: deque[tuple[Pod, str, str, str, str | None]] = deque()
+        self._poster: asyncio.Task[None] | None = None
+        self._dropped = 0
         self._task: asyncio.Task[None] | None = None
         self.prober = Prober(runtime, self.enqueue, self._container_event)
         # Where a static pod's status goes (it has no API object of its own; see static_pods.py).
@@ -113,22 +137,61 @@ class PodWorkers:
         self.queue.add(key)
 
     def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(
-            run_workers(self.queue, self.sync, self.workers, f"pods-{self.node_name}")
-        )
+        self._task = asyncio.create_task(self._run(), name=f"pods-{self.node_name}")
         return self._task
+
+    async def _run(self) -> None:
+        """Up to ``workers`` syncs at once, each in a task of its own that exists only while it runs
+        (the work queue's guarantees hold: one key is never synced twice at once). An idle node has no
+        worker task at all, which matters with a thousand hollow nodes in one process."""
+        gate = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await gate.acquire()
+                try:
+                    key = await self.queue.get()
+                except BaseException:
+                    gate.release()
+                    raise
+                task = asyncio.create_task(self._work(key, gate), name=f"pods-{self.node_name}-{key}")
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            for task in list(running):
+                task.cancel()
+            for task in list(running):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _work(self, key: str, gate: asyncio.Semaphore) -> None:
+        try:
+            await self.sync(key)
+            self.queue.forget(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("pods-%s: sync %s failed: %s; retrying", self.node_name, key, exc)
+            self.queue.add_rate_limited(key)
+        finally:
+            self.queue.done(key)
+            gate.release()
 
     async def stop(self) -> None:
         self.queue.shutdown()
         await cancel(self._task)
         await self.prober.stop()
+        if self._poster is not None:  # what is queued still goes out, within a bound
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._poster), EVENT_FLUSH_TIMEOUT)
+            await cancel(self._poster)
 
     # --- the reconcile step ---------------------------------------------------------------------
 
     async def sync(self, key: str) -> None:
         namespace, _, name = key.partition("/")
         pod = self.get_pod(key)
-        mine = [s for s in await self.runtime.list_sandboxes() if s.namespace == namespace and s.name == name]
+        mine = await self._sandboxes_of(namespace, name)
         uid = pod.metadata.uid if pod is not None else None
         for stale in [s for s in mine if s.uid != uid]:
             # The API pod is gone (or was re-created under the same name): its sandbox goes too.
@@ -147,6 +210,7 @@ class PodWorkers:
             await self.prober.forget(uid)
             return
         notes = self._notes.setdefault(uid, _PodNotes())
+        notes.changed = False
         if not await self._prepare_volumes(pod, notes):
             await self._report(pod, sandbox, notes)
             return
@@ -161,7 +225,8 @@ class PodWorkers:
             if await self._init_containers(pod, sandbox, notes):
                 for container in pod.spec.containers:
                     await self._ensure_container(pod, sandbox, container, notes)
-            sandbox = await self._sandbox(uid)
+            if notes.changed:  # else what was listed at the start (or just created) is still the truth
+                sandbox = await self._pod_sandbox(pod)
             self.prober.ensure(pod, sandbox, notes.ip)
         await self._report(pod, sandbox, notes)
 
@@ -173,7 +238,7 @@ class PodWorkers:
         try:
             await self.volumes.prepare(pod)
         except VolumeError as exc:
-            await self.recorder.record(pod, "Warning", exc.reason, f"MountVolume.SetUp failed: {exc.message}")
+            self._record(pod, "Warning", exc.reason, f"MountVolume.SetUp failed: {exc.message}")
             for c in [*(pod.spec.init_containers or ()), *pod.spec.containers]:
                 n = notes.of(c.name)
                 if n.waiting is None or n.waiting.reason == "ContainerCreating":
@@ -192,12 +257,12 @@ class PodWorkers:
         try:
             dns, written = await self.volumes.write_resolv_conf(pod)
         except VolumeError as exc:
-            await self.recorder.record(pod, "Warning", exc.reason, exc.message)
+            self._record(pod, "Warning", exc.reason, exc.message)
             self.queue.add_rate_limited(_key(pod))
             return False
         if written:
             for reason, message in dns.events:
-                await self.recorder.record(pod, "Warning", reason, message)
+                self._record(pod, "Warning", reason, message)
         return True
 
     async def _remove_volumes(self, uid: str) -> None:
@@ -208,7 +273,18 @@ class PodWorkers:
         except VolumeError as exc:
             log.warning("%s", exc.message)
 
+    async def _sandboxes_of(self, namespace: str, name: str) -> list[SandboxInfo]:
+        """The sandboxes of one API pod name (any uid), asking the runtime for that pod's only if it can."""
+        if self._lookup is not None:
+            return await self._lookup.pod_sandboxes(namespace, name)
+        return [s for s in await self.runtime.list_sandboxes() if s.namespace == namespace and s.name == name]
+
+    async def _pod_sandbox(self, pod: Pod) -> SandboxInfo | None:
+        mine = await self._sandboxes_of(pod.metadata.namespace or "", pod.metadata.name or "")
+        return next((s for s in mine if s.uid == pod.metadata.uid), None)
+
     async def _sandbox(self, uid: str) -> SandboxInfo | None:
+        """The sandbox of a pod uid, from the whole node's (tests look pods up this way)."""
         return next((s for s in await self.runtime.list_sandboxes() if s.uid == uid), None)
 
     async def _ensure_sandbox(
@@ -223,7 +299,7 @@ class PodWorkers:
             notes.wired = notes.ip = None
         if sandbox is not None and not sandbox.infra_running:
             # The infra container died: the namespaces are gone, so the whole sandbox is re-created.
-            await self.recorder.record(
+            self._record(
                 pod, "Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
             )
             for c in pod.spec.containers:
@@ -243,7 +319,7 @@ class PodWorkers:
                 notes.wired = sandbox.id
             return sandbox
         except RuntimeFailure as exc:
-            await self.recorder.record(
+            self._record(
                 pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc.message}"
             )
             for c in pod.spec.containers:
@@ -372,6 +448,9 @@ class PodWorkers:
             await self._container_event(pod, c.name, "Warning", "Failed", f"Error: {exc}")
             self.queue.add_after(key, 1.0)
             return
+        notes = self._notes.get(pod.metadata.uid or "")
+        if notes is not None:
+            notes.changed = True
         if old is not None:
             n.previous = old
             # Keep the last dead attempt (for `logs --previous`), drop older ones.
@@ -436,6 +515,8 @@ class PodWorkers:
         hook: bool = True,
     ) -> None:
         """Stop one container as the kubelet does: its preStop hook first, then SIGTERM, within the grace."""
+        if notes is not None:
+            notes.changed = True
         grace = self._grace(pod)
         spent = await self._pre_stop(pod, sandbox, [(c, info)], grace) if hook else 0.0
         try:
@@ -474,7 +555,31 @@ class PodWorkers:
 
     async def _container_event(self, pod: Pod, container: str, type_: str, reason: str, message: str) -> None:
         """An event about one container: its fieldPath keeps two containers' events apart."""
-        await self.recorder.record(pod, type_, reason, message, field_path=f"spec.containers{{{container}}}")
+        self._record(pod, type_, reason, message, field_path=f"spec.containers{{{container}}}")
+
+    def _record(
+        self, pod: Pod, type_: str, reason: str, message: str, *, field_path: str | None = None
+    ) -> None:
+        """Queue an event for the background poster (started when needed, gone when idle)."""
+        if len(self._events) >= MAX_QUEUED_EVENTS:
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.warning("%d events dropped: the API server does not keep up", self._dropped)
+            return
+        self._events.append((pod, type_, reason, message, field_path))
+        if self._poster is None:
+            self._poster = asyncio.create_task(self._post_events(), name=f"events-{self.node_name}")
+
+    async def _post_events(self) -> None:
+        try:
+            while self._events:
+                pod, type_, reason, message, field_path = self._events.popleft()
+                try:
+                    await self.recorder.record(pod, type_, reason, message, field_path=field_path)
+                except Exception as exc:  # best effort, like the recorder itself
+                    log.warning("could not record event %s for %s: %s", reason, _key(pod), exc)
+        finally:
+            self._poster = None
 
     async def _terminate(self, pod: Pod, sandbox: SandboxInfo | None) -> None:
         """Graceful deletion: stop the containers within the grace period, remove the sandbox, then

@@ -1,29 +1,31 @@
-"""API benchmark for the peapod control plane: create throughput, single-object write latency and watch
-delivery latency, against a real control plane (real SQLite with ``synchronous=FULL``, real HTTP on
-127.0.0.1, scheduler and controllers off) started in a fresh temporary data directory.
+"""API benchmark for the peapod control plane, against a real control plane (real SQLite with
+``synchronous=FULL``, real HTTP on 127.0.0.1, scheduler and controllers off) started in a fresh temporary
+data directory, by default in a child process so that the server's CPU and the clients' are separate.
 
 Run ``python bench/bench_api.py --help`` for the knobs; ``bench/README.md`` says what each figure means.
 
-Three phases, in this order, each bounded in count and in time:
+Phases, in this order, each bounded in count and in time:
 
 creates
-    ``--creates`` ConfigMaps (or Pods, ``--kind pod``) created through :class:`Client` by ``--concurrency``
-    workers, each with its own client unless ``--create-clients`` says otherwise; throughput is creates /
-    wall time from the first request to the last answer.
-writes
-    ``--writes`` sequential merge-patches of one ConfigMap from one client, after a short warm-up. Each
-    answer means the write was committed (fsynced) to SQLite; the figure is the per-request round trip.
-watch
-    ``--watchers`` watch streams, each on its own :class:`Client` (so its own HTTP connection), on one
-    namespace. Once every stream has seen a priming update, a writer issues ``--events`` merge-patches,
-    one every ``--interval-ms`` (0: as fast as they are acknowledged), each carrying
-    ``time.perf_counter_ns()`` taken just before the request was sent. Every watcher records receive time
-    minus that send time for every event; p50/p99 are over all deliveries, and the delivered count is
-    checked against watchers x events.
+    ``--pods`` Pods (a realistic object: labels, annotations, a container with ports, env, resources and a
+    readiness probe). The first ``--sequential`` are created one after the other by one client; the rest
+    by ``--clients`` concurrent workers, each with its own :class:`Client`. Throughput is creates / wall
+    time from the first request to the last answer, for each part.
+churn
+    While a background task makes ``--churn-rate`` changes per second to OTHER pods (merge-patches of
+    ``pods/status``, as node agents make), one client alternates a merge-patch of one pod (in a namespace
+    of its own) and a GET of it, ``--ops`` requests in all after a short warm-up. Each write's answer means
+    it was committed (fsynced). The achieved churn rate is reported beside the latencies.
+list
+    ``--list-repeats`` LISTs of the namespace holding the created pods: through ``client.list(Pod, ns)``
+    (JSON decoded into Structs), as a raw HTTP GET (bytes only), and as a Table (``as=Table``). p50 of
+    the repeats and the response sizes.
+watch (off by default, ``--watch``)
+    ``--watchers`` watch streams, each on its own client, on one namespace; a writer issues ``--events``
+    merge-patches one every ``--interval-ms`` carrying its send time, and every watcher records receive
+    time minus send time. (``bench/bench_watch.py`` measures watch fan-out at scale.)
 
-By default the server and the clients share this process's event loop (and so one core);
-``--server-process`` runs the control plane in a child process (``pea controlplane ...``, or, if that
-CLI cannot start, ``python -c`` running :class:`ControlPlane`).
+``--in-process`` runs the server on the benchmark's own event loop instead (one core for both).
 """
 
 from __future__ import annotations
@@ -53,20 +55,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from controlplane.api.core import ConfigMap, Container, Namespace, Pod, PodSpec
+import httpx
+from summary import Figure, emit
+
+from controlplane.api.core import (
+    ConfigMap,
+    Container,
+    ContainerPort,
+    EnvVar,
+    HTTPGetAction,
+    Namespace,
+    Pod,
+    PodSpec,
+    Probe,
+    ResourceRequirements,
+)
 from controlplane.api.meta import ObjectMeta
 from controlplane.client import Client, ClientError
+from controlplane.client.client import TABLE_ACCEPT
 from controlplane.server.controlplane import ControlPlane, Settings
 
 log = logging.getLogger("bench")
 
 REPO = Path(__file__).resolve().parent.parent
 NS_CREATE = "bench"
+NS_WRITE = "bench-write"
 NS_WATCH = "bench-watch"
 WRITE_NAME = "bench-write"
 WATCH_NAME = "bench-watch-target"
 
-WARMUP_WRITES = 10
+WARMUP_OPS = 20
 PHASE_TIMEOUT = 300.0  # seconds; no phase may take longer than this, whatever the arguments
 SERVER_START_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 10.0
@@ -74,17 +92,22 @@ PRIME_TIMEOUT = 30.0  # seconds to get every watch stream to see a priming updat
 DRAIN_TIMEOUT = 15.0  # seconds after the last write for the watchers to receive everything
 PRIME_WAIT = 1.0  # seconds to wait for the watchers after each priming update
 PEA_URL = re.compile(r"(https?://[^\s()]+)")
+WRITE_GOAL_MS = 50.0  # issue 12: write p99 <= 50 ms under churn
+SLO_ANCHOR = "Kubernetes API SLO: single-object call p99 <= 1 s"
+LIST_ANCHOR = "Kubernetes API SLO: namespaced LIST p99 <= 5 s"
 
-DEFAULTS = {
-    "creates": 2000,
-    "concurrency": 32,
-    "writes": 500,
+DEFAULTS: dict[str, Any] = {
+    "pods": 10_000,
+    "sequential": 1_000,
+    "clients": 16,
+    "ops": 1_000,
+    "churn_rate": 20.0,
+    "list_repeats": 5,
     "watchers": 100,
     "events": 300,
     "interval_ms": 30.0,
-    "kind": "configmap",
-    "create_clients": 0,
 }
+QUICK: dict[str, Any] = {"pods": 1_000, "sequential": 100, "ops": 300, "list_repeats": 3}
 
 
 # --- statistics -------------------------------------------------------------------------------------
@@ -384,49 +407,83 @@ def _client(url: str, user_agent: str = "peapod-bench") -> Client:
     return Client(url, user_agent=user_agent, verify=False)
 
 
-def _object(kind: str, name: str) -> ConfigMap | Pod:
-    meta = ObjectMeta(name=name, namespace=NS_CREATE, labels={"app": "bench"})
-    if kind == "pod":
-        return Pod(metadata=meta, spec=PodSpec(containers=[Container(name="main", image="busybox:1.36")]))
-    return ConfigMap(metadata=meta, data={"key": "value", "name": name})
+def make_pod(name: str, namespace: str = NS_CREATE) -> Pod:
+    """A pod shaped like a real workload's: what a ReplicationController's template typically holds.
+    (``bench_scheduler.py`` creates these too.)"""
+    return Pod(
+        metadata=ObjectMeta(
+            name=name,
+            namespace=namespace,
+            labels={"app": "bench", "tier": "web", "release": "stable", "pod-template-hash": "5d4f8c7b9"},
+            annotations={"bench.peapod.dev/purpose": "api benchmark", "prometheus.io/scrape": "true"},
+        ),
+        spec=PodSpec(
+            containers=[
+                Container(
+                    name="web",
+                    image="registry.example.com/team/web:1.27.3",
+                    args=["--port=8080", "--log-level=info"],
+                    ports=[ContainerPort(container_port=8080, name="http", protocol="TCP")],
+                    env=[
+                        EnvVar(name="MODE", value="production"),
+                        EnvVar(name="CACHE_SIZE", value="256"),
+                        EnvVar(name="REGION", value="eu-west"),
+                    ],
+                    resources=ResourceRequirements(
+                        requests={"cpu": "100m", "memory": "128Mi"},
+                        limits={"cpu": "500m", "memory": "256Mi"},
+                    ),
+                    readiness_probe=Probe(
+                        http_get=HTTPGetAction(port=8080, path="/healthz"), period_seconds=5
+                    ),
+                )
+            ],
+            restart_policy="Always",
+            termination_grace_period_seconds=30,
+        ),
+    )
+
+
+def pod_name(i: int) -> str:
+    return f"bench-{i:06d}"
 
 
 async def _setup(url: str) -> None:
     async with _client(url) as client:
-        for ns in (NS_CREATE, NS_WATCH):
+        for ns in (NS_CREATE, NS_WRITE, NS_WATCH):
             await client.create(Namespace(metadata=ObjectMeta(name=ns)))
 
 
-async def bench_creates(url: str, count: int, concurrency: int, n_clients: int, kind: str) -> dict[str, Any]:
+async def _create_many(url: str, indices: range, workers: int) -> dict[str, Any]:
+    """Create the pods ``indices`` with ``workers`` concurrent workers, each with its own client."""
     latencies: list[int] = []
     errors: list[str] = []
-    indices = iter(range(count))  # shared by the workers: next() never awaits, so no lock is needed
+    todo = iter(indices)  # shared by the workers: next() never awaits, so no lock is needed
 
     async def worker(client: Client) -> None:
-        for i in indices:
-            obj = _object(kind, f"bench-{i:06d}")
+        for i in todo:
+            pod = make_pod(pod_name(i))
             start = time.perf_counter_ns()
             try:
-                await client.create(obj)
+                await client.create(pod)
             except ClientError as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             latencies.append(time.perf_counter_ns() - start)
 
-    workers = max(1, min(concurrency, count))
-    clients = [_client(url) for _ in range(max(1, min(n_clients or workers, workers)))]
+    n = max(1, min(workers, len(indices)))
+    clients = [_client(url) for _ in range(n)]
+    wall = 0.0
     try:
         start = time.perf_counter_ns()
         async with asyncio.timeout(PHASE_TIMEOUT):
-            await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(workers)))
+            await asyncio.gather(*(worker(c) for c in clients))
         wall = (time.perf_counter_ns() - start) / 1e9
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     return {
-        "kind": kind,
-        "count": count,
-        "concurrency": concurrency,
-        "clients": len(clients),
+        "count": len(indices),
+        "clients": n,
         "ok": len(latencies),
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
@@ -436,19 +493,127 @@ async def bench_creates(url: str, count: int, concurrency: int, n_clients: int, 
     }
 
 
-async def bench_writes(url: str, count: int) -> dict[str, Any]:
-    latencies: list[int] = []
+async def bench_creates(url: str, pods: int, sequential: int, clients: int) -> dict[str, Any]:
+    sequential = min(sequential, pods)
+    out: dict[str, Any] = {"pods": pods}
+    out["sequential"] = await _create_many(url, range(sequential), 1) if sequential else None
+    out["concurrent"] = (
+        await _create_many(url, range(sequential, pods), clients) if pods > sequential else None
+    )
+    return out
+
+
+async def _churn(url: str, targets: int, rate: float, stop: asyncio.Event, stats: dict[str, Any]) -> None:
+    """``rate`` pods/status merge-patches per second, round robin over the created pods, until ``stop``.
+    Paced against a fixed schedule; when a patch is slow the next ones go at once to catch up."""
+    interval = 1.0 / rate
+    async with _client(url, "peapod-bench-churn") as client:
+        first = time.perf_counter()
+        i = 0
+        while not stop.is_set():
+            delay = first + i * interval - time.perf_counter()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
+            patch = {"status": {"phase": "Running", "message": f"churn {i}", "podIP": f"10.88.{i % 250}.7"}}
+            stats["last_start_s"] = time.perf_counter() - first
+            start = time.perf_counter_ns()
+            try:
+                await client.patch(Pod, pod_name(i % targets), patch, NS_CREATE, subresource="status")
+                stats["latencies"].append(time.perf_counter_ns() - start)
+            except ClientError as exc:
+                stats["errors"].append(f"{type(exc).__name__}: {exc}")
+            i += 1
+        stats["elapsed_s"] = time.perf_counter() - first
+        stats["changes"] = i
+
+
+async def bench_churn(url: str, ops: int, rate: float, targets: int) -> dict[str, Any]:
+    """Alternate a merge-patch and a GET of one pod while other pods churn in the background."""
+    writes: list[int] = []
+    gets: list[int] = []
+    churn: dict[str, Any] = {"latencies": [], "errors": [], "elapsed_s": 0.0, "changes": 0}
+    stop = asyncio.Event()
     async with _client(url) as client:
-        await client.create(ConfigMap(metadata=ObjectMeta(name=WRITE_NAME, namespace=NS_CREATE), data={}))
+        await client.create(make_pod(WRITE_NAME, NS_WRITE))
+        task = asyncio.create_task(_churn(url, targets, rate, stop, churn)) if rate > 0 and targets else None
+        try:
+            async with asyncio.timeout(PHASE_TIMEOUT):
+                for i in range(-WARMUP_OPS, ops):
+                    start = time.perf_counter_ns()
+                    if i % 2 == 0:
+                        patch = {"metadata": {"annotations": {"bench.peapod.dev/seq": str(i)}}}
+                        await client.patch(Pod, WRITE_NAME, patch, NS_WRITE)
+                        if i >= 0:
+                            writes.append(time.perf_counter_ns() - start)
+                    else:
+                        await client.get(Pod, WRITE_NAME, NS_WRITE)
+                        if i >= 0:
+                            gets.append(time.perf_counter_ns() - start)
+        finally:
+            stop.set()
+            if task is not None:
+                await asyncio.wait_for(task, 30)
+    # n changes started at 0, 1/rate, ..., so the rate is (n - 1) over the time to the last start
+    changes, spread = churn["changes"], churn.get("last_start_s", 0.0)
+    achieved = (changes - 1) / spread if changes > 1 and spread > 0 else 0.0
+    return {
+        "ops": ops,
+        "warmup": WARMUP_OPS,
+        "churn_target_per_s": rate,
+        "churn_achieved_per_s": round(achieved, 1),
+        "churn_s": round(churn["elapsed_s"], 2),
+        "churn_changes": churn["changes"],
+        "churn_errors": len(churn["errors"]),
+        "churn_first_error": churn["errors"][0] if churn["errors"] else None,
+        "churn_latency": summary_ms(churn["latencies"]),
+        "write": summary_ms(writes),
+        "get": summary_ms(gets),
+    }
+
+
+async def _timed(repeats: int, call: Callable[[], Awaitable[int]]) -> dict[str, Any]:
+    """Run ``call`` (returning a size or count) ``repeats`` times; p50 and the samples in ms."""
+    samples: list[int] = []
+    value = 0
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        value = await call()
+        samples.append(time.perf_counter_ns() - start)
+    s = summary_ms(samples)
+    return {
+        "p50_ms": s["p50_ms"],
+        "max_ms": s["max_ms"],
+        "samples_ms": [round(x / 1e6, 1) for x in samples],
+        "value": value,
+    }
+
+
+async def bench_list(url: str, repeats: int, table: bool) -> dict[str, Any]:
+    path = f"/api/v1/namespaces/{NS_CREATE}/pods"
+    async with _client(url) as client, httpx.AsyncClient(base_url=url) as http:
+
+        async def typed() -> int:
+            return len((await client.list(Pod, NS_CREATE)).items)
+
+        async def raw() -> int:
+            resp = await http.get(path, headers={"Accept": "application/json"})
+            resp.raise_for_status()
+            return len(resp.content)
+
+        async def as_table() -> int:
+            resp = await http.get(path, headers={"Accept": TABLE_ACCEPT})
+            resp.raise_for_status()
+            return len(resp.content)
+
         async with asyncio.timeout(PHASE_TIMEOUT):
-            for i in range(-WARMUP_WRITES, count):
-                start = time.perf_counter_ns()
-                await client.patch(ConfigMap, WRITE_NAME, {"data": {"n": str(i)}}, NS_CREATE)
-                if i >= 0:
-                    latencies.append(time.perf_counter_ns() - start)
-    out: dict[str, Any] = {"count": count, "warmup": WARMUP_WRITES}
-    out.update(summary_ms(latencies))
-    out["per_s"] = round(len(latencies) / (sum(latencies) / 1e9), 1) if latencies else None
+            out: dict[str, Any] = {"repeats": repeats}
+            out["client"] = await _timed(repeats, typed)
+            out["raw"] = await _timed(repeats, raw)
+            out["table"] = await _timed(repeats, as_table) if table else None
+    out["items"] = out["client"]["value"]
     return out
 
 
@@ -592,7 +757,7 @@ async def bench_watch(url: str, watchers: int, events: int, interval_ms: float) 
 
 
 def _raise_fd_limit(needed: int) -> None:
-    """Each watcher holds one socket (two when the server is in this process)."""
+    """Each client holds one socket (two when the server is in this process)."""
     try:
         import resource
     except ImportError:
@@ -605,7 +770,7 @@ def _raise_fd_limit(needed: int) -> None:
 
 
 def server_profile(args: argparse.Namespace) -> str | None:
-    return f"{args.profile}.server" if args.profile and args.server_process else None
+    return f"{args.profile}.server" if args.profile and not args.in_process else None
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
@@ -615,16 +780,22 @@ def reproduce_command(args: argparse.Namespace) -> str:
         return path
 
     argv = [rel(sys.executable), rel(str(Path(__file__).resolve()))]
-    argv += ["--creates", str(args.creates), "--concurrency", str(args.concurrency), "--kind", args.kind]
-    if args.create_clients:
-        argv += ["--create-clients", str(args.create_clients)]
-    argv += ["--writes", str(args.writes)]
-    argv += ["--watchers", str(args.watchers), "--events", str(args.events)]
-    argv += ["--interval-ms", f"{args.interval_ms:g}"]
-    if args.server_process:
-        argv.append("--server-process")
-        if args.server_launcher != "auto":
-            argv += ["--server-launcher", args.server_launcher]
+    if args.quick:
+        argv.append("--quick")
+    defaults = {**DEFAULTS, **(QUICK if args.quick else {})}
+    for name in ("pods", "sequential", "clients", "ops", "churn_rate", "list_repeats"):
+        if getattr(args, name) != defaults[name]:
+            value = getattr(args, name)
+            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    if args.no_table:
+        argv.append("--no-table")
+    if args.watch:
+        argv += ["--watch", "--watchers", str(args.watchers), "--events", str(args.events)]
+        argv += ["--interval-ms", f"{args.interval_ms:g}"]
+    if args.in_process:
+        argv.append("--in-process")
+    elif args.server_launcher != "auto":
+        argv += ["--server-launcher", args.server_launcher]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     return shlex.join(argv)
@@ -633,40 +804,43 @@ def reproduce_command(args: argparse.Namespace) -> str:
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     data_dir = workdir / "cp"
     server: InProcessServer | SubprocessServer
-    if args.server_process:
-        server = SubprocessServer(data_dir, args.server_launcher, server_profile(args))
-    else:
+    if args.in_process:
         server = InProcessServer(data_dir)
-    _raise_fd_limit(args.watchers * (1 if args.server_process else 2) + 512)
+    else:
+        server = SubprocessServer(data_dir, args.server_launcher, server_profile(args))
+    _raise_fd_limit((args.watchers if args.watch else 0) * (2 if args.in_process else 1) + 512)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": reproduce_command(args),
         "mode": server.mode,
         "machine": machine_info(workdir),
     }
+    sequential = min(args.sequential, args.pods)
     phases: list[tuple[str, bool, Callable[[str], Awaitable[dict[str, Any]]]]] = [
-        (
-            "creates",
-            args.creates > 0,
-            lambda url: bench_creates(url, args.creates, args.concurrency, args.create_clients, args.kind),
-        ),
-        ("writes", args.writes > 0, lambda url: bench_writes(url, args.writes)),
+        ("creates", args.pods > 0, lambda url: bench_creates(url, args.pods, sequential, args.clients)),
+        ("churn", args.ops > 0, lambda url: bench_churn(url, args.ops, args.churn_rate, args.pods)),
+        ("list", args.list_repeats > 0, lambda url: bench_list(url, args.list_repeats, not args.no_table)),
         (
             "watch",
-            args.watchers > 0 and args.events > 0,
+            args.watch and args.watchers > 0 and args.events > 0,
             lambda url: bench_watch(url, args.watchers, args.events, args.interval_ms),
         ),
     ]
+    started = time.perf_counter()
     url = await asyncio.wait_for(server.start(), SERVER_START_TIMEOUT * 3)
     result["launcher"] = server.launcher
+    if isinstance(server, SubprocessServer) and server.proc is not None:
+        print(f"... server pid {server.proc.pid} at {url}", file=sys.stderr, flush=True)
     try:
         await _setup(url)
         for name, enabled, phase in phases:
             if enabled:
                 print(f"... {name}", file=sys.stderr, flush=True)
                 bench_cpu, server_cpu = time.process_time(), server.cpu_seconds()
+                load = os.getloadavg()[0]
                 result[name] = await phase(url)
                 server_after = server.cpu_seconds()
+                result[name]["loadavg_1m"] = round(load, 2)
                 result[name]["cpu_s"] = {
                     "bench": round(time.process_time() - bench_cpu, 2),
                     "server": round(server_after - server_cpu, 2)
@@ -675,6 +849,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 }
     finally:
         await server.stop()
+    result["total_s"] = round(time.perf_counter() - started, 1)
     return result
 
 
@@ -688,16 +863,29 @@ def _fmt(s: dict[str, Any]) -> str:
 
 def _cpu(phase: dict[str, Any]) -> str:
     cpu = phase.get("cpu_s") or {}
+    load = f"load average {phase.get('loadavg_1m', math.nan):.2f} at start"
     if cpu.get("server") is None:
-        return f"CPU {cpu.get('bench', math.nan):.1f} s (server and clients together)"
-    return f"CPU: benchmark process {cpu['bench']:.1f} s, server process {cpu['server']:.1f} s"
+        return f"CPU {cpu.get('bench', math.nan):.1f} s (server and clients together); {load}"
+    return f"CPU: benchmark process {cpu['bench']:.1f} s, server process {cpu['server']:.1f} s; {load}"
+
+
+def _create_line(label: str, c: dict[str, Any] | None) -> list[str]:
+    if not c:
+        return []
+    lines = [
+        f"{label}{c['ok']}/{c['count']} pods, {c['clients']} client{'s' if c['clients'] > 1 else ''}: "
+        f"{c['per_s'] or 0:.0f} creates/s ({c['wall_s']:.2f} s); per create {_fmt(c['latency'])}"
+    ]
+    if c["errors"]:
+        lines.append(f"          {c['errors']} errors, first: {c['first_error']}")
+    return lines
 
 
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     v = m["versions"]
     lines = [
-        f"peapod API benchmark, {result['date']}",
+        f"peapod API benchmark, {result['date']} ({result.get('total_s', math.nan):.0f} s)",
         f"machine   nproc {m['nproc']} ({m['cpu_count']} CPUs), {m['cpu_model']}, {m['python']}, "
         f"{m['platform']}; load average at start {m['loadavg_at_start']}",
         f"stack     SQLite {v.get('sqlite')} (synchronous=FULL, data dir on {m['data_dir_fs']}), "
@@ -708,19 +896,33 @@ def report(result: dict[str, Any]) -> str:
         "",
     ]
     if c := result.get("creates"):
+        lines += _create_line("creates   ", c["sequential"])
+        lines += _create_line("          ", c["concurrent"])
+        lines.append(f"          {_cpu(c)}")
+    if w := result.get("churn"):
         lines.append(
-            f"creates   {c['ok']}/{c['count']} {c['kind']}s, {c['concurrency']} workers: "
-            f"{c['per_s'] or 0:.0f} creates/s ({c['wall_s']:.2f} s)"
+            f"churn     background {w['churn_achieved_per_s']:.1f} changes/s achieved (target "
+            f"{w['churn_target_per_s']:g}/s; {w['churn_changes']} pods/status patches, "
+            f"{w['churn_errors']} errors; each {_fmt(w['churn_latency'])})"
         )
-        lines.append(f"          per create {_fmt(c['latency'])}; {c['clients']} clients; {_cpu(c)}")
-        if c["errors"]:
-            lines.append(f"          {c['errors']} errors, first: {c['first_error']}")
-    if w := result.get("writes"):
+        lines.append(f"          write (merge-patch of one pod) {_fmt(w['write'])}")
+        lines.append(f"          get   (one pod)                {_fmt(w['get'])}")
+        lines.append(f"          {w['ops']} requests alternating after {w['warmup']} warm-up; {_cpu(w)}")
+        if w["churn_first_error"]:
+            lines.append(f"          first churn error: {w['churn_first_error']}")
+    if x := result.get("list"):
+        lines.append(f"list      {x['items']} pods in one namespace, p50 of {x['repeats']} (samples in ms):")
+        lines.append(f"          client.list(Pod) {x['client']['p50_ms']:.0f} ms {x['client']['samples_ms']}")
         lines.append(
-            f"writes    {w['count']} sequential merge-patches of one ConfigMap: {_fmt(w)}; "
-            f"{w['per_s'] or 0:.0f}/s"
+            f"          raw HTTP GET     {x['raw']['p50_ms']:.0f} ms {x['raw']['samples_ms']}, "
+            f"{x['raw']['value'] / 1e6:.2f} MB"
         )
-        lines.append(f"          {_cpu(w)}")
+        if t := x.get("table"):
+            lines.append(
+                f"          as=Table         {t['p50_ms']:.0f} ms {t['samples_ms']}, "
+                f"{t['value'] / 1e6:.2f} MB"
+            )
+        lines.append(f"          {_cpu(x)}")
     if x := result.get("watch"):
         pace = f"one every {x['interval_ms']:g} ms" if x["interval_ms"] > 0 else "as fast as acknowledged"
         lines.append(
@@ -741,51 +943,113 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(result: dict[str, Any]) -> list[Figure]:
+    """The headline figures for the suite's table."""
+    out: list[Figure] = []
+    if c := result.get("creates"):
+        for part, label in (("sequential", "creates/s, 1 client"), ("concurrent", "creates/s")):
+            if p := c.get(part):
+                name = label if part == "sequential" else f"creates/s, {p['clients']} clients"
+                out.append(Figure(name, p["per_s"], "pods/s"))
+    if w := result.get("churn"):
+        rate = w["churn_target_per_s"]  # the target, so that the name is the same from run to run
+        p99 = w["write"]["p99_ms"]
+        out.append(
+            Figure(
+                f"write p99 under {rate:g} changes/s churn",
+                p99,
+                "ms",
+                goal=f"<= {WRITE_GOAL_MS:g} ms",
+                # only a run whose churn kept (nearly) to its rate can meet the goal
+                met=p99 is not None and p99 <= WRITE_GOAL_MS and w["churn_achieved_per_s"] >= 0.9 * rate,
+                anchor=SLO_ANCHOR,
+            )
+        )
+        out.append(
+            Figure(f"get p99 under {rate:g} changes/s churn", w["get"]["p99_ms"], "ms", anchor=SLO_ANCHOR)
+        )
+    if x := result.get("list"):
+        out.append(
+            Figure(
+                f"list {x['items']} pods, client.list p50", x["client"]["p50_ms"], "ms", anchor=LIST_ANCHOR
+            )
+        )
+        out.append(Figure(f"list {x['items']} pods, raw GET p50", x["raw"]["p50_ms"], "ms"))
+    if x := result.get("watch"):
+        out.append(Figure(f"watch delivery p99, {x['watchers']} watchers", x["delivery"]["p99_ms"], "ms"))
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench_api.py",
-        description="Create throughput, write latency and watch delivery latency of a fresh control plane.",
+        description="Create throughput, write and get latency under churn, and LIST time of a fresh "
+        "control plane.",
     )
-    p.add_argument("--creates", type=int, default=DEFAULTS["creates"], help="objects to create (0: skip)")
-    p.add_argument("--concurrency", type=int, default=DEFAULTS["concurrency"], help="concurrent creators")
+    p.add_argument("--quick", action="store_true", help=f"smaller counts for the quick suite: {QUICK}")
+    p.add_argument("--pods", type=int, help=f"pods to create, and then list (default {DEFAULTS['pods']})")
     p.add_argument(
-        "--create-clients",
+        "--sequential",
         type=int,
-        default=DEFAULTS["create_clients"],
-        help="Client instances the creators share (default: one per worker)",
+        help=f"of those, created one at a time by one client (default {DEFAULTS['sequential']})",
     )
-    p.add_argument("--kind", choices=("configmap", "pod"), default=DEFAULTS["kind"], help="what to create")
-    p.add_argument("--writes", type=int, default=DEFAULTS["writes"], help="sequential patches (0: skip)")
-    p.add_argument("--watchers", type=int, default=DEFAULTS["watchers"], help="watch streams (0: skip)")
-    p.add_argument("--events", type=int, default=DEFAULTS["events"], help="updates sent to the watchers")
+    p.add_argument(
+        "--clients",
+        type=int,
+        help=f"concurrent creators for the rest, one client each ({DEFAULTS['clients']})",
+    )
+    p.add_argument(
+        "--ops",
+        type=int,
+        help=f"requests under churn, alternating write and get ({DEFAULTS['ops']}; 0: skip)",
+    )
+    p.add_argument(
+        "--churn-rate", type=float, help=f"background changes/s to other pods ({DEFAULTS['churn_rate']:g})"
+    )
+    p.add_argument(
+        "--list-repeats", type=int, help=f"LISTs of each kind ({DEFAULTS['list_repeats']}; 0: skip)"
+    )
+    p.add_argument("--no-table", action="store_true", help="skip the as=Table LIST")
+    p.add_argument("--watch", action="store_true", help="also run the watch delivery phase (off by default)")
+    p.add_argument("--watchers", type=int, default=DEFAULTS["watchers"], help="with --watch: watch streams")
+    p.add_argument("--events", type=int, default=DEFAULTS["events"], help="with --watch: updates sent")
     p.add_argument(
         "--interval-ms",
         type=float,
         default=DEFAULTS["interval_ms"],
-        help="pace of the watched updates (0: next one as soon as the previous is acknowledged)",
+        help="with --watch: pace of the watched updates (0: as fast as acknowledged)",
     )
-    p.add_argument("--server-process", action="store_true", help="run the control plane in a child process")
+    p.add_argument(
+        "--in-process", action="store_true", help="run the control plane on this process's event loop"
+    )
+    p.add_argument("--server-process", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument(
         "--server-launcher",
         choices=("auto", "pea", "python"),
         default="auto",
-        help="with --server-process: `pea controlplane`, `python -c`, or the first that starts",
+        help="the child process: `pea controlplane`, `python -c`, or the first that starts",
     )
     p.add_argument(
         "--data-dir", help="parent of the temporary data directory (default: the system's temp dir)"
     )
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     p.add_argument(
-        "--profile", metavar="FILE", help="cProfile this process into FILE and print the top entries"
+        "--profile",
+        metavar="FILE",
+        help="cProfile this process into FILE (and the server into FILE.server) and print the top entries",
     )
     args = p.parse_args(argv)
-    for name in ("creates", "writes", "watchers", "events"):
+    defaults = {**DEFAULTS, **(QUICK if args.quick else {})}
+    for name in ("pods", "sequential", "clients", "ops", "churn_rate", "list_repeats"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    for name in ("pods", "sequential", "ops", "list_repeats", "watchers", "events"):
         if getattr(args, name) < 0:
-            p.error(f"--{name} must be >= 0")
-    if args.create_clients < 0:
-        p.error("--create-clients must be >= 0")
-    if args.concurrency < 1:
-        p.error("--concurrency must be >= 1")
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.clients < 1:
+        p.error("--clients must be >= 1")
+    if args.churn_rate < 0 or args.churn_rate > 1000:
+        p.error("--churn-rate must be between 0 and 1000")
     if args.interval_ms < 0:
         p.error("--interval-ms must be >= 0")
     return args
@@ -802,25 +1066,33 @@ def print_profile(title: str, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with tempfile.TemporaryDirectory(prefix="peapod-bench-", dir=args.data_dir) as tmp:
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler is not None:
-            profiler.enable()
-        try:
-            result = asyncio.run(run(args, Path(tmp)))
-        finally:
+    cmd = reproduce_command(args)
+    try:
+        with tempfile.TemporaryDirectory(prefix="peapod-bench-", dir=args.data_dir) as tmp:
+            profiler = cProfile.Profile() if args.profile else None
             if profiler is not None:
-                profiler.disable()
-                profiler.dump_stats(args.profile)
-                print_profile("benchmark process", args.profile)
-                if (server_file := server_profile(args)) and Path(server_file).exists():
-                    print_profile("server process", server_file)
+                profiler.enable()
+            try:
+                result = asyncio.run(run(args, Path(tmp)))
+            finally:
+                if profiler is not None:
+                    profiler.disable()
+                    profiler.dump_stats(args.profile)
+                    print_profile("benchmark process", args.profile)
+                    if (server_file := server_profile(args)) and Path(server_file).exists():
+                        print_profile("server process", server_file)
+    except (RuntimeError, OSError, TimeoutError, ClientError) as exc:
+        print(f"bench_api: {type(exc).__name__}: {exc}", file=sys.stderr)
+        emit("api", [], cmd=cmd, skipped=f"the benchmark failed: {type(exc).__name__}: {exc}")
+        return 1
     print(report(result))
     if args.json:
         print(json.dumps(result, sort_keys=True))
+    emit("api", figures(result), cmd=cmd)
     watch = result.get("watch") or {}
     creates = result.get("creates") or {}
-    return 1 if watch.get("missing") or creates.get("errors") else 0
+    failed = any((creates.get(part) or {}).get("errors") for part in ("sequential", "concurrent"))
+    return 1 if watch.get("missing") or failed else 0
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ from typing import Any
 
 import msgspec
 from bench_api import InProcessServer, SubprocessServer, machine_info, percentile
+from summary import Figure, emit
 
 from controlplane.api.core import Namespace, Node, Pod
 from controlplane.api.meta import Table
@@ -776,6 +777,24 @@ def main(argv: list[str] | None = None) -> int:
         print_profile(f"{args.profile}.load", "while loading")
         print_profile(args.profile, "during the writes")
     ok = result["check"]["equal"] and not result["unseen"] and result["caught_up"]
+    lag = result["lag"]
+    p99 = lag.get("p99_ms")
+    emit(
+        "dashboard",
+        [
+            Figure(
+                f"write acknowledged -> row updated p99, {result['pods']:,} pods",
+                p99,
+                "ms",
+                goal=f"<= {GOAL_P99_MS:g} ms",
+                met=p99 is not None and p99 <= GOAL_P99_MS,
+            ),
+            Figure(f"load of {result['pods']:,} pods into the table", result["load"]["rows_s"], "s"),
+            Figure("dashboard RSS, loaded", round(result["rss_loaded_mib"]), "MiB"),
+            Figure("table == API list", 1.0 if result["check"]["equal"] else 0.0, "bool"),
+        ],
+        cmd=result["command"],
+    )
     return 0 if ok else 1
 
 

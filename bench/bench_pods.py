@@ -34,6 +34,12 @@ per pod and when each step happened.
 
 Everything created (pods, containers, the Podman service, the control plane, the temporary directory and
 its mounts) is removed at the end, also after a failure, Ctrl-C or SIGTERM.
+
+The default run (10 rounds, 20 pods at once, all three modes) takes about 80 s on the 2-core machine;
+``--quick`` (3 rounds, 5 pods at once, Podman REST and peapod only) about 12 s. The last line of the
+output is the suite's summary (``bench/summary.py``): peapod over Podman REST and over kube play, for
+one pod (p50) and for the whole burst (first create to last Running; goal <= 1.3x), and those times in
+ms. Without root or Podman the summary says why it was skipped, and the exit status is 0.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ import yaml
 
 # bench_api.py sits next to this file (this directory is sys.path[0] when run as a script).
 from bench_api import machine_info, summary_ms
+from summary import Figure, emit
 
 from agent.agent import Agent, AgentSettings
 from agent.runtime.base import (
@@ -111,6 +118,9 @@ TITLES = {
     "kube": "podman kube play (REST)",
 }
 DEFAULTS = {"repeat": 10, "burst": 20, "warmup": 1, "kube_burst": "concurrent", "modes": ",".join(MODES)}
+# --quick: a few single rounds and a small burst, peapod beside Podman REST only (well under 15 s).
+QUICK = {"repeat": 3, "burst": 5, "warmup": 1, "modes": "podman,peapod"}
+GOAL_RATIO = 1.3  # the issue's goal: pod start at most 1.3x Podman alone
 
 # Steps of a peapod pod start, in order, as marks relative to the create request (see Trace).
 STEPS = (
@@ -629,8 +639,16 @@ class PeapodMode(Mode):
     key = "peapod"
     traced = True
 
-    def __init__(self, workdir: Path, service: PodmanService, api: httpx.AsyncClient, trace: Trace) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        service: PodmanService,
+        api: httpx.AsyncClient,
+        trace: Trace,
+        pod_workers: int | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.pod_workers = pod_workers
         self.service = service
         self.api = api
         self.trace = trace
@@ -651,6 +669,8 @@ class PeapodMode(Mode):
         self.stack.push_async_callback(agent_client.close)
         runtime = TimedRuntime(self.service.socket_path, NODE, self.trace)
         agent = Agent(agent_client, runtime, AgentSettings(node_name=NODE, node_ip="127.0.0.1", listen=None))
+        if self.pod_workers is not None:
+            agent.workers.workers = self.pod_workers
         _time_syncs(agent, self.trace)
         self.stack.push_async_callback(agent.stop)  # also closes the runtime
         await agent.start()
@@ -943,6 +963,7 @@ async def run(args: argparse.Namespace, workdir: Path, profiler: cProfile.Profil
             "warmup": args.warmup,
             "kube_burst": args.kube_burst,
             "modes": args.modes,
+            "pod_workers": args.pod_workers,
         },
     }
     service = PodmanService(workdir / "data", root=workdir / "root", runroot=workdir / "runroot")
@@ -958,7 +979,7 @@ async def run(args: argparse.Namespace, workdir: Path, profiler: cProfile.Profil
         factories: dict[str, Callable[[httpx.AsyncClient], Mode]] = {
             "podman": lambda a: PodmanMode(a, trace),
             "kube": lambda a: KubeMode(a, args.kube_burst == "one-file"),
-            "peapod": lambda a: PeapodMode(workdir, service, a, trace),
+            "peapod": lambda a: PeapodMode(workdir, service, a, trace, args.pod_workers),
         }
         print(f"... setting up {', '.join(args.modes)}", file=sys.stderr, flush=True)
         modes = [factories[key](api) for key in args.modes]
@@ -987,6 +1008,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     argv = [rel(sys.executable), rel(str(Path(__file__).resolve()))]
     argv += ["--repeat", str(args.repeat), "--burst", str(args.burst), "--warmup", str(args.warmup)]
     argv += ["--kube-burst", args.kube_burst, "--modes", ",".join(args.modes)]
+    if args.pod_workers is not None:
+        argv += ["--pod-workers", str(args.pod_workers)]
     if args.work_dir:
         argv += ["--work-dir", args.work_dir]
     return shlex.join(argv)
@@ -1081,7 +1104,8 @@ def report(result: dict[str, Any]) -> str:
         f"msgspec {v.get('msgspec', '?')}; control plane, agent and benchmark in one process",
         f"command   {result['command']}",
         f"settings  {s['warmup']} warm-up pod(s) per mode; {s['repeat']} rounds of one single pod per mode "
-        f"(first mode rotating); then {s['burst']} at once, in this order: {', '.join(s['modes'])}",
+        f"(first mode rotating); then {s['burst']} at once, in this order: {', '.join(s['modes'])}; "
+        f"agent pod workers: {s.get('pod_workers') or 'default'}",
         "",
         "pod start latency in ms (p99 over few samples is close to the maximum)",
         *table(result, s["modes"]),
@@ -1116,6 +1140,50 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_figures(result: dict[str, Any]) -> list[Figure]:
+    """The headline figures: peapod's pod start over Podman alone (REST, and kube play when it ran)
+    for one pod (p50) and for the whole burst (first create to last Running), and the times in ms."""
+    burst = result["settings"]["burst"]
+    peapod = result.get("peapod") or {}
+    figures: list[Figure] = []
+
+    def times(r: dict[str, Any]) -> tuple[float | None, float | None]:
+        single = _figures(r.get("single"))[0]
+        everything = (r.get("burst") or {}).get("all_running_ms")
+        return single, everything
+
+    mine = times(peapod)
+    for other, anchor in (("podman", "Podman REST (pod create+start, ctr create+start)"),
+                          ("kube", "podman kube play (REST)")):  # fmt: skip
+        if other not in result or not peapod:
+            continue
+        theirs = times(result[other])
+        short = "Podman REST" if other == "podman" else "kube play"
+        parts = [("1 pod p50", mine[0], theirs[0])]
+        if burst:
+            parts.append((f"all {burst} running", mine[1], theirs[1]))
+        for what, a, b in parts:
+            value = round(a / b, 2) if a is not None and b else None
+            figures.append(
+                Figure(
+                    f"pod start {what}, peapod / {short}",
+                    value,
+                    "x",
+                    goal=f"<= {GOAL_RATIO}x",
+                    met=None if value is None else value <= GOAL_RATIO,
+                    anchor=anchor,
+                )
+            )
+    for key in ("peapod", "podman", "kube"):
+        if key not in result:
+            continue
+        single, everything = times(result[key])
+        figures.append(Figure(f"pod start 1 pod p50, {key}", single, "ms"))
+        if burst:
+            figures.append(Figure(f"pod start all {burst} running, {key}", everything, "ms"))
+    return figures
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench_pods.py",
@@ -1124,11 +1192,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--repeat",
         type=int,
-        default=DEFAULTS["repeat"],
+        default=None,
         help="rounds of single pods (one pod per mode per round)",
     )
-    p.add_argument("--burst", type=int, default=DEFAULTS["burst"], help="pods started at once (0: skip)")
-    p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="unmeasured pods per mode first")
+    p.add_argument("--burst", type=int, default=None, help="pods started at once (0: skip)")
+    p.add_argument("--warmup", type=int, default=None, help="unmeasured pods per mode first")
     p.add_argument(
         "--kube-burst",
         choices=("concurrent", "one-file"),
@@ -1137,8 +1205,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--modes",
-        default=DEFAULTS["modes"],
+        default=None,
         help=f"comma-separated modes; bursts run in this order (default {DEFAULTS['modes']})",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK['repeat']} single rounds and a {QUICK['burst']}-pod burst, modes {QUICK['modes']} "
+        "(explicit --repeat/--burst/--warmup/--modes still win)",
+    )
+    p.add_argument(
+        "--pod-workers",
+        type=int,
+        help="the agent's concurrent pod syncs (default: the agent's own default)",
     )
     p.add_argument("--work-dir", help="parent of the temporary directory (default: the system's temp dir)")
     p.add_argument(
@@ -1151,6 +1230,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", metavar="FILE", help="cProfile the measured peapod phases into FILE and print the top"
     )
     args = p.parse_args(argv)
+    preset = {**DEFAULTS, **QUICK} if args.quick else DEFAULTS
+    for key in ("repeat", "burst", "warmup", "modes"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    if args.pod_workers is not None and not 1 <= args.pod_workers <= 200:
+        p.error("--pod-workers must be between 1 and 200")
     if not 1 <= args.repeat <= 1000:
         p.error("--repeat must be between 1 and 1000")
     if not 0 <= args.burst <= 200:
@@ -1183,9 +1268,11 @@ def missing_reason() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cmd = reproduce_command(args)
     if reason := missing_reason():
         print(f"bench_pods.py: {reason}", file=sys.stderr)
-        return 2
+        emit("pods", [], cmd=cmd, skipped=reason)
+        return 0
     workdir = Path(tempfile.mkdtemp(prefix="peapod-bp-", dir=args.work_dir))
     profiler = cProfile.Profile() if args.profile else None
     try:
@@ -1193,6 +1280,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; pods, containers and the podman service were removed", file=sys.stderr)
         return 130
+    except (RuntimeError, OSError, TimeoutError, httpx.HTTPError, ClientError) as exc:
+        # Podman would not start, the image would not build, a warm-up pod failed...: said in one line.
+        print(f"bench_pods.py: {type(exc).__name__}: {exc}", file=sys.stderr)
+        emit("pods", [], cmd=cmd, skipped=f"the benchmark failed: {type(exc).__name__}: {exc}")
+        return 1
     finally:
         if args.keep_dir:
             print(f"kept {workdir}", file=sys.stderr)
@@ -1204,6 +1296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report(result))
     if args.json:
         print(json.dumps(result, sort_keys=True))
+    emit("pods", summary_figures(result), cmd=cmd)
     failed = any(
         (result.get(k) or {}).get(phase, {}).get("failed")
         for k in args.modes

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 from bench_api import machine_info, percentile
+from summary import Figure, emit
 
 from agent.hollow import HollowNodes
 from controlplane.api.core import Namespace, Pod, ReplicationController
@@ -238,7 +239,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--replicas", type=int, default=500, help="replicas to scale to (default 500)")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for all pods Running")
     p.add_argument("--json", action="store_true", help="print the result as JSON too")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="20 nodes, 100 replicas")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.nodes, args.replicas = 20, 100
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     print(report(result))
     if args.json:
         print(json.dumps(result, indent=2))
+    n = f"{args.replicas} replicas on {args.nodes} hollow nodes, one process"
+    emit(
+        "rc",
+        [
+            Figure(f"RC scale-up, pods Running per second ({n})", result["running"].get("per_s"), "pods/s"),
+            Figure(f"RC scale-up, last pod Running ({n})", result["running"].get("last_s"), "s"),
+        ],
+        cmd=result["command"],
+    )
     return 1 if result["timed_out"] else 0
 
 

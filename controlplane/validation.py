@@ -1610,6 +1610,8 @@ def _validate_pod_update(new: Pod, old: Pod) -> list[FieldError]:
             )
             break
 
+    if new.spec == old.spec:  # status and metadata writes: nothing else to compare
+        return errs
     munged = msgspec.structs.replace(
         new.spec,
         containers=[

@@ -255,19 +255,76 @@ def _network(args: argparse.Namespace) -> BridgeNetwork | None:
 def setup_hollow(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=10, help="how many hollow nodes to run")
     p.add_argument("--prefix", default="hollow-node-", help="node name prefix")
+    p.add_argument(
+        "--no-proxy",
+        dest="proxy",
+        action="store_false",
+        help="do not compute the nodes' service proxy rules (nor watch Endpoints)",
+    )
+    p.add_argument(
+        "--cluster-cidr",
+        default="10.244.0.0/16",
+        help="the pods' range, as the control plane's --cluster-cidr (for the proxy rules)",
+    )
+    p.add_argument(
+        "--lease-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often each node renews its Lease (default 10)",
+    )
+    p.add_argument(
+        "--status-interval",
+        type=float,
+        default=40.0,
+        metavar="SECONDS",
+        help="how often each node writes its status when nothing changed (default 40)",
+    )
+    p.add_argument(
+        "--register-batch",
+        type=int,
+        default=50,
+        metavar="N",
+        help="nodes registering at once (default 50)",
+    )
 
 
 async def run_hollow(args: argparse.Namespace, out: TextIO, client: Client) -> int:
+    import ipaddress
+    import time
+
     from agent.hollow import HollowNodes
 
     if args.count < 1:
         raise ValueError("--count must be at least 1")
-    nodes = HollowNodes(client, args.count, prefix=args.prefix)
+    if args.lease_interval <= 0 or args.status_interval <= 0:
+        raise ValueError("--lease-interval and --status-interval must be positive")
+    if args.register_batch < 1:
+        raise ValueError("--register-batch must be at least 1")
+    try:
+        cluster_cidr = str(ipaddress.IPv4Network(args.cluster_cidr))
+    except ValueError as exc:
+        raise ValueError(f"--cluster-cidr: {exc}") from None
+    nodes = HollowNodes(
+        client,
+        args.count,
+        prefix=args.prefix,
+        proxy=args.proxy,
+        cluster_cidr=cluster_cidr,
+        lease_interval=args.lease_interval,
+        status_interval=args.status_interval,
+    )
     with stop_signals() as stop:
         try:
-            await nodes.start()
+            began = time.perf_counter()
+            await nodes.start(batch=args.register_batch)
+            took = time.perf_counter() - began
             last = f"{args.prefix}{args.count - 1}"
-            print(f"{args.count} hollow nodes running ({args.prefix}0..{last}); Ctrl-C stops them", file=out)
+            print(
+                f"{args.count} hollow nodes running ({args.prefix}0..{last}); Ctrl-C stops them "
+                f"(registered in {took:.1f} s)",
+                file=out,
+            )
             out.flush()
             await stop.wait()
         finally:

@@ -214,7 +214,9 @@ def _map(name: str, key: tuple[str, ...], verdicts: list[tuple[bytes, str]]) -> 
 
 @dataclass(frozen=True)
 class _Part:
-    """What one service port adds to the table: its chains and sets, and its verdict map entries."""
+    """What one service port adds to the table on every node alike: its chains and sets (all but the
+    external chain of an externalTrafficPolicy Local port, see ``_local_ext``), and its verdict map
+    entries."""
 
     chains: tuple[nft.Chain, ...] = ()
     sets: tuple[nft.Set, ...] = ()
@@ -224,10 +226,20 @@ class _Part:
     no_endpoint_ports: tuple[tuple[bytes, str], ...] = ()
 
 
+def _node_dependent(p: ServicePort) -> bool:
+    """Whether the port's rules differ from node to node: only the external chain of a Local port."""
+    return p.local_only and bool(p.endpoints) and bool(p.node_port or p.external_ips)
+
+
+def _ep_chain(p: ServicePort, ep: Endpoint) -> str:
+    return f"ep-{p.id}__{ep.ip}/{ep.port}"
+
+
 @functools.lru_cache(maxsize=1 << 15)
-def _part(p: ServicePort, node_name: str, cluster_cidr: str) -> _Part:
+def _part(p: ServicePort, cluster_cidr: str) -> _Part:
     """Memoized: a resync rebuilds only the ports that changed, and unchanged ones yield the very same
-    chain objects, so comparing with the last table written is mostly identity checks."""
+    chain objects, so comparing with the last table written is mostly identity checks (and nodes that
+    compute their tables in one process share them)."""
     mark = nft.mark_set(MASQ_MARK)
     svc, ext = f"svc-{p.id}", f"ext-{p.id}"
     targets = ((_service_key(p.cluster_ip, p), svc), *((_service_key(ip, p), ext) for ip in p.external_ips))
@@ -240,7 +252,7 @@ def _part(p: ServicePort, node_name: str, cluster_cidr: str) -> _Part:
     sets: list[nft.Set] = []
     ep_chains = []
     for ep in p.endpoints:
-        name = f"ep-{p.id}__{ep.ip}/{ep.port}"
+        name = _ep_chain(p, ep)
         ep_chains.append(name)
         remember: tuple[nft.Rule, ...] = ()
         if p.affinity_timeout is not None:
@@ -256,33 +268,58 @@ def _part(p: ServicePort, node_name: str, cluster_cidr: str) -> _Part:
     outside = () if p.node_local else (nft.Rule(nft.saddr(cluster_cidr, negate=True) + mark),)
     svc_rules = (*outside, *_affine(p, ep_chains))
     chains.append(nft.Chain(svc, (*svc_rules, *_pick(ep_chains))))
-    if p.node_port or p.external_ips:
-        if p.local_only:
-            local = [c for c, ep in zip(ep_chains, p.endpoints, strict=True) if ep.node_name == node_name]
-            ext_rules = (
-                nft.Rule(nft.saddr(LOCALHOST) + mark),
-                nft.Rule(nft.saddr(cluster_cidr) + nft.goto(svc)),  # pods use every endpoint, as in k8s
-                *(_affine(p, local) + _pick(local) if local else (nft.Rule(nft.drop()),)),
-            )
-        else:
-            ext_rules = (nft.Rule(mark), nft.Rule(nft.goto(svc)))
-        chains.append(nft.Chain(ext, ext_rules))
+    if (p.node_port or p.external_ips) and not p.local_only:
+        chains.append(nft.Chain(ext, (nft.Rule(mark), nft.Rule(nft.goto(svc)))))
     node_ports = ((_nodeport_key(p), ext),) if p.node_port else ()
     return _Part(tuple(chains), tuple(sets), targets, node_ports)
 
 
-def proxy_table(
-    ports: list[ServicePort], node_name: str, cluster_cidr: str, pod_cidr: str | None = None
-) -> nft.Table:
-    """The whole proxy table for ``ports`` on node ``node_name``; pods are in ``cluster_cidr``, this
-    node's in ``pod_cidr`` (None: not known yet)."""
-    parts = [_part(p, node_name, cluster_cidr) for p in ports]
-    chains = [chain for part in parts for chain in part.chains]
-    sets = [s for part in parts for s in part.sets]
-    service_ips = [entry for part in parts for entry in part.service_ips]
-    node_ports = [entry for part in parts for entry in part.node_ports]
-    no_endpoint_ips = [entry for part in parts for entry in part.no_endpoint_ips]
-    no_endpoint_ports = [entry for part in parts for entry in part.no_endpoint_ports]
+@functools.lru_cache(maxsize=1 << 15)
+def _local_ext(p: ServicePort, node_name: str, cluster_cidr: str) -> nft.Chain:
+    """The external chain of an externalTrafficPolicy Local port on node ``node_name``: traffic from
+    outside goes only to this node's endpoints (none: dropped); pods use every endpoint, as in k8s."""
+    mark = nft.mark_set(MASQ_MARK)
+    local = [_ep_chain(p, ep) for ep in p.endpoints if ep.node_name == node_name]
+    rules = (
+        nft.Rule(nft.saddr(LOCALHOST) + mark),
+        nft.Rule(nft.saddr(cluster_cidr) + nft.goto(f"svc-{p.id}")),
+        *(_affine(p, local) + _pick(local) if local else (nft.Rule(nft.drop()),)),
+    )
+    return nft.Chain(f"ext-{p.id}", rules)
+
+
+@dataclass(frozen=True)
+class SharedRules:
+    """The part of the proxy table that is the same on every node, computed once from the ports: hollow
+    nodes in one process share it, and each adds only what is its own (``node_table``)."""
+
+    cluster_cidr: str
+    chains: tuple[nft.Chain, ...]
+    sets: tuple[nft.Set, ...]  # the four verdict maps, then the affinity sets
+    local: tuple[ServicePort, ...]  # ports whose external chain depends on the node
+
+
+def shared_rules(ports: list[ServicePort], cluster_cidr: str) -> SharedRules:
+    """Everything of the table for ``ports`` that does not depend on the node; pods are in
+    ``cluster_cidr``."""
+    parts = [_part(p, cluster_cidr) for p in ports]
+    maps = (
+        _map("service-ips", SERVICE_KEY, [e for part in parts for e in part.service_ips]),
+        _map("service-nodeports", NODEPORT_KEY, [e for part in parts for e in part.node_ports]),
+        _map("no-endpoint-services", SERVICE_KEY, [e for part in parts for e in part.no_endpoint_ips]),
+        _map("no-endpoint-nodeports", NODEPORT_KEY, [e for part in parts for e in part.no_endpoint_ports]),
+    )
+    return SharedRules(
+        cluster_cidr,
+        tuple(chain for part in parts for chain in part.chains),
+        (*maps, *(s for part in parts for s in part.sets)),
+        tuple(p for p in ports if _node_dependent(p)),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _base_chains(pod_cidr: str | None) -> tuple[nft.Chain, ...]:
+    """The hooked chains and the dispatch chains; only postrouting depends on the node (its pod CIDR)."""
     same_bridge: tuple[nft.Rule, ...] = ()
     if pod_cidr:  # the endpoint's reply would go straight back over the bridge, bypassing our conntrack
         same_bridge = (
@@ -290,7 +327,7 @@ def proxy_table(
         )
     to_services = (nft.Rule(nft.jump("services")),)
     to_reject = (nft.Rule(nft.jump("no-endpoints")),)
-    base = (
+    return (
         nft.Chain("reject-prerouting", to_reject, hook="prerouting", type="filter", priority=-110),
         nft.Chain("reject-output", to_reject, hook="output", type="filter", priority=-110),
         nft.Chain("prerouting", to_services, hook="prerouting", type="nat", priority=-100),
@@ -325,13 +362,21 @@ def proxy_table(
         ),
         nft.Chain("nodeports", (nft.Rule(nft.vmap("service-nodeports", NODEPORT_KEY)),)),
     )
-    maps = (
-        _map("service-ips", SERVICE_KEY, service_ips),
-        _map("service-nodeports", NODEPORT_KEY, node_ports),
-        _map("no-endpoint-services", SERVICE_KEY, no_endpoint_ips),
-        _map("no-endpoint-nodeports", NODEPORT_KEY, no_endpoint_ports),
-    )
-    return nft.Table(TABLE, (*base, *chains), sets=(*maps, *sets))
+
+
+def node_table(shared: SharedRules, node_name: str, pod_cidr: str | None = None) -> nft.Table:
+    """The whole proxy table of node ``node_name`` (its pods in ``pod_cidr``; None: not known yet): the
+    shared part plus the node's own chains. Costs O(local ports) beyond one tuple copy."""
+    local = tuple(_local_ext(p, node_name, shared.cluster_cidr) for p in shared.local)
+    return nft.Table(TABLE, (*_base_chains(pod_cidr), *shared.chains, *local), sets=shared.sets)
+
+
+def proxy_table(
+    ports: list[ServicePort], node_name: str, cluster_cidr: str, pod_cidr: str | None = None
+) -> nft.Table:
+    """The whole proxy table for ``ports`` on node ``node_name``; pods are in ``cluster_cidr``, this
+    node's in ``pod_cidr`` (None: not known yet)."""
+    return node_table(shared_rules(ports, cluster_cidr), node_name, pod_cidr)
 
 
 def udp_endpoints(ports: Iterable[ServicePort]) -> set[tuple[str, int]]:

@@ -74,6 +74,7 @@ RLIMITS = (("nofile", 10000), ("nproc", 1000))
 CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000  # the kernel refuses a CFS quota below 1 ms
 DEFAULT_GRACE = 30
+IMAGE_TTL = 2.0  # seconds a listing of the local images answers image lookups
 
 _OK = frozenset({200, 201, 204})
 _ZERO_TIMES = ("0001-01-01",)
@@ -299,6 +300,28 @@ def _event_nanos(ev: dict[str, Any]) -> int:
     return 0
 
 
+def _find_image(image: str, images: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(local name, ``sha256:<id>``) of ``image`` in libpod's image list, or None."""
+    m = _HEX64.match(image)
+    if m is not None:
+        for img in images:
+            if img.get("Id") == m.group(1):
+                names = img.get("Names") or []
+                return (names[0] if names else m.group(1)), "sha256:" + m.group(1)
+    for candidate in image_candidates(image):
+        for img in images:
+            known = (img.get("Names") or []) + (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
+            if candidate in known:
+                return candidate, "sha256:" + str(img.get("Id"))
+    return None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A shared request's failure reaches the callers that wait for it; none may be left (cancelled)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _demux_logs(raw: bytes) -> bytes:
     """Podman's logs endpoint frames each chunk Docker-style: 1 byte stream, 3 zero, 4 byte length."""
     out, i = bytearray(), 0
@@ -326,6 +349,10 @@ class PodmanRuntime:
         )
         # Exited containers never change again, so their inspect-only details are fetched once.
         self._exited: dict[str, tuple[bool, str | None]] = {}
+        # The local image list, shared by the lookups of ``image_ttl`` seconds (see ``_list_images``).
+        self.image_ttl = IMAGE_TTL
+        self._images: tuple[list[dict[str, Any]], float] | None = None  # and when it was asked for
+        self._images_loading: tuple[asyncio.Task[list[dict[str, Any]]], float] | None = None
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -385,6 +412,7 @@ class PodmanRuntime:
             content=archive,
             timeout=max(self.timeout, 300),
         )
+        self.forget_images()
         return [str(n) for n in r.json().get("Names") or []]
 
     async def save_image(self, image: str) -> bytes:
@@ -399,34 +427,60 @@ class PodmanRuntime:
         )
         return r.content
 
-    async def _list_images(self) -> list[dict[str, Any]]:
-        r = await self._call("GET", "/images/json", reason="ImageInspectError", what="list images")
-        return list(r.json() or [])
+    async def _list_images(self, newer_than: float | None = None) -> tuple[list[dict[str, Any]], float]:
+        """The local images and the loop time they were asked for. A list younger than ``image_ttl`` is
+        reused, and callers that ask while one is on its way share it: every container start looks its
+        image up (twice: ``ensure_image``, then ``create_container``), and a burst of starts would
+        otherwise list the same images again and again. ``newer_than``: only a list asked for at or
+        after that time will do (a lookup that missed checks again before saying ErrImagePull)."""
+        loop = asyncio.get_running_loop()
+        if newer_than is None:
+            newer_than = loop.time() - self.image_ttl
+        if self._images is not None and self._images[1] >= newer_than:
+            return self._images
+        loading = self._images_loading
+        if loading is None or loading[1] < newer_than:
+            loading = (loop.create_task(self._fetch_images(), name="podman-images"), loop.time())
+            loading[0].add_done_callback(_retrieve)
+            self._images_loading = loading
+        images = await asyncio.shield(loading[0])
+        return images, loading[1]
+
+    async def _fetch_images(self) -> list[dict[str, Any]]:
+        asked = asyncio.get_running_loop().time()
+        try:
+            r = await self._call("GET", "/images/json", reason="ImageInspectError", what="list images")
+        finally:
+            if self._images_loading is not None and self._images_loading[0] is asyncio.current_task():
+                self._images_loading = None
+        images = list(r.json() or [])
+        if self._images is None or self._images[1] <= asked:
+            self._images = (images, asked)
+        return images
+
+    def forget_images(self) -> None:
+        """The next lookup lists the images again (one was loaded, or a create said one is gone)."""
+        self._images = None
 
     async def images(self) -> list[ContainerImage]:
         out = []
-        for img in await self._list_images():
+        images, _ = await self._list_images(asyncio.get_running_loop().time())
+        for img in images:
             names = list(dict.fromkeys([*(img.get("RepoDigests") or []), *(img.get("Names") or [])]))
             out.append(ContainerImage(names=names or None, size_bytes=int(img.get("Size") or 0)))
         return out
 
     async def resolve_image(self, image: str) -> tuple[str, str] | None:
-        """(local name, ``sha256:<id>``) of the image ``image`` names, or None when it is not here."""
-        images = await self._list_images()
-        m = _HEX64.match(image)
-        if m is not None:
-            for img in images:
-                if img.get("Id") == m.group(1):
-                    names = img.get("Names") or []
-                    return (names[0] if names else m.group(1)), "sha256:" + m.group(1)
-        for candidate in image_candidates(image):
-            for img in images:
-                known = (
-                    (img.get("Names") or []) + (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
-                )
-                if candidate in known:
-                    return candidate, "sha256:" + str(img.get("Id"))
-        return None
+        """(local name, ``sha256:<id>``) of the image ``image`` names, or None when it is not here.
+        A miss is always checked against a list asked for after this call: an image made a moment ago
+        is found."""
+        asked = asyncio.get_running_loop().time()
+        images, when = await self._list_images()
+        found = _find_image(image, images)
+        if found is None and when < asked:
+            images, _ = await self._list_images(asked)
+            found = _find_image(image, images)
+        return found
 
     async def ensure_image(self, image: str, pull_policy: str) -> str:
         """Local images only: with no registry reachable, "Always" also means "use what is here"."""
@@ -510,9 +564,18 @@ class PodmanRuntime:
     async def list_sandboxes(self) -> list[SandboxInfo]:
         return await self._sandboxes(None)
 
-    async def _sandboxes(self, pod_name: str | None) -> list[SandboxInfo]:
-        """Two list calls (pods, containers) filtered by our node label, and by one pod if given."""
-        label = [f"{LABEL_NODE}={self.node_name}"]
+    async def pod_sandboxes(self, namespace: str, name: str) -> list[SandboxInfo]:
+        """The sandboxes of one API pod name (every uid: a deleted pod's may linger beside its successor's).
+
+        What a pod worker needs at the start of a sync. Filtered by label inside libpod, which then
+        takes the locks of this pod's containers only: listing every sandbox of the node in each sync
+        made concurrent pod starts wait on each other's container locks."""
+        return await self._sandboxes(None, [f"{LABEL_NAMESPACE}={namespace}", f"{LABEL_NAME}={name}"])
+
+    async def _sandboxes(self, pod_name: str | None, match: list[str] | None = None) -> list[SandboxInfo]:
+        """Two list calls (pods, containers) filtered by our node label (and the ``match`` labels, all
+        of which must match), and by one Podman pod name if given."""
+        label = [f"{LABEL_NODE}={self.node_name}", *(match or ())]
         pod_filter: dict[str, list[str]] = {"label": label}
         ctr_filter: dict[str, list[str]] = {"label": label}
         if pod_name is not None:
@@ -563,7 +626,7 @@ class PodmanRuntime:
                     ],
                 )
             )
-        if pod_name is None:
+        if pod_name is None and not match:
             live = {str(c.get("Id")) for c in ctrs}
             for gone in set(self._exited) - live:
                 del self._exited[gone]
@@ -634,6 +697,8 @@ class PodmanRuntime:
         if r.status_code == 404:
             return
         data = r.json()
+        for c in data.get("Containers") or []:  # their exit details are of no use once the pod is gone
+            self._exited.pop(str(c.get("Id")), None)
         infra = data.get("InfraContainerID")
         running = [
             c["Id"]
@@ -660,10 +725,14 @@ class PodmanRuntime:
         body = build_container_body(
             sandbox, pod, spec, image, self.node_name, allow_privileged=self.allow_privileged
         )
-        r = await self._call(
-            "POST", "/containers/create", body=body, reason="CreateContainerError",
-            what=f"create container {c.name} of pod {pod.metadata.namespace}/{pod.metadata.name}",
-        )  # fmt: skip
+        try:
+            r = await self._call(
+                "POST", "/containers/create", body=body, reason="CreateContainerError",
+                what=f"create container {c.name} of pod {pod.metadata.namespace}/{pod.metadata.name}",
+            )  # fmt: skip
+        except RuntimeFailure:
+            self.forget_images()  # perhaps the image went since it was listed
+            raise
         cid = str(r.json().get("Id"))
         return ContainerInfo(
             name=c.name,

@@ -48,7 +48,7 @@ from controlplane.api.core import (
 )
 from controlplane.api.meta import ObjectMeta, parse_time
 from controlplane.client import ApiError, Client, EventRecorder, Informer, NotFound, key_of
-from controlplane.client.informer import wait_synced
+from controlplane.client.informer import InformerUse, SharedInformerFactory, wait_synced
 from controlplane.selectors import Selector, from_set
 from controlplane.status import pod_ready
 from controlplane.tasks import cancel
@@ -367,12 +367,18 @@ def _endpoint_view(pod: Pod) -> tuple[object, ...]:
 
 
 class EndpointsController:
-    def __init__(self, client: Client, settings: ControllerSettings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: ControllerSettings,
+        informers: SharedInformerFactory | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
-        self.services: Informer[Service] = Informer(client, Service)
-        self.pods: Informer[Pod] = Informer(client, Pod)
-        self.endpoints: Informer[Endpoints] = Informer(client, Endpoints)
+        factory = informers or SharedInformerFactory(client)
+        self.services: Informer[Service] = factory.informer(Service)
+        self.pods: Informer[Pod] = factory.informer(Pod)
+        self.endpoints: Informer[Endpoints] = factory.informer(Endpoints)
         self.recorder = EventRecorder(client, "endpoint-controller")
         self.queue = WorkQueue()
         self.triggers = TriggerTimeTracker()
@@ -387,26 +393,32 @@ class EndpointsController:
         #: key → when the first not-yet-synced event for it was observed (trigger-time fallback).
         self._observed: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._use = InformerUse(
+            self, (self.services, self.pods, self.endpoints), self._subscribe, private=informers is None
+        )
 
-        self.services.on_add(self._service_added)
-        self.services.on_update(lambda _old, new: self._service_added(new))
-        self.services.on_delete(self._service_deleted)
-        self.pods.on_add(self._pod_added)
-        self.pods.on_update(self._pod_updated)
-        self.pods.on_delete(self._pod_deleted)
-        self.endpoints.on_add(self._endpoints_changed)
-        self.endpoints.on_update(lambda _old, new: self._endpoints_changed(new))
-        self.endpoints.on_delete(self._endpoints_deleted)
+    def _subscribe(self) -> None:
+        # Services first: on a shared informer that holds objects already, the adds replayed for pods
+        # then find their Services' selectors.
+        self.services.on_add(self._service_added, owner=self)
+        self.services.on_update(lambda _old, new: self._service_added(new), owner=self)
+        self.services.on_delete(self._service_deleted, owner=self)
+        self.pods.on_add(self._pod_added, owner=self)
+        self.pods.on_update(self._pod_updated, owner=self)
+        self.pods.on_delete(self._pod_deleted, owner=self)
+        self.endpoints.on_add(self._endpoints_changed, owner=self)
+        self.endpoints.on_update(lambda _old, new: self._endpoints_changed(new), owner=self)
+        self.endpoints.on_delete(self._endpoints_deleted, owner=self)
 
     async def start(self) -> None:
-        for informer in (self.services, self.pods, self.endpoints):
-            self._tasks.append(informer.start())
+        self._use.start()
         self._tasks.append(asyncio.create_task(self._run(), name="endpoints-controller"))
 
     async def stop(self) -> None:
         self.queue.shutdown()
         await cancel(self._tasks)
         self._tasks.clear()
+        await self._use.stop()
 
     async def _run(self) -> None:
         """Wait for the caches (a sync on partial caches would drop addresses), then work."""

@@ -40,6 +40,7 @@ from controlplane.api.meta import ORPHAN_FINALIZER as ORPHAN
 from controlplane.api.meta import ObjectMeta, OwnerReference, TopLevel
 from controlplane.api.registry import RESOURCES, ResourceInfo, by_kind
 from controlplane.client import Client, Conflict, Informer, NotFound
+from controlplane.client.informer import InformerUse, SharedInformerFactory
 from controlplane.tasks import cancel
 
 from .workqueue import WorkQueue, run_workers
@@ -64,6 +65,16 @@ def _key(kind: str, namespace: str | None, name: str, uid: str) -> str:
 def _parse(key: str) -> tuple[str, str | None, str, str]:
     kind, namespace, name, uid = key.split("|", 3)
     return kind, namespace or None, name, uid
+
+
+_NO_FINALIZERS: frozenset[str] = frozenset()
+
+
+def _gc_finalizers(finalizers: list[str] | None) -> frozenset[str]:
+    """The collector's finalizers among ``finalizers``; almost always none, and then one shared empty set
+    (a fresh empty frozenset is 216 bytes, for each of the graph's tens of thousands of nodes)."""
+    found = [f for f in finalizers or () if f in (ORPHAN, FOREGROUND)]
+    return frozenset(found) if found else _NO_FINALIZERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +119,14 @@ def _owner_info(ref: OwnerReference) -> ResourceInfo | None:
 
 
 class GarbageCollector:
-    def __init__(self, client: Client, settings: ControllerSettings, *, recheck: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: ControllerSettings,
+        *,
+        recheck: float = 2.0,
+        informers: SharedInformerFactory | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         #: How often an owner waiting for its blocking dependents is looked at again (events normally
@@ -118,14 +136,27 @@ class GarbageCollector:
         self.nodes: dict[str, _Node] = {}  # uid → node
         self.dependents: dict[str, set[str]] = {}  # owner uid → dependent keys
         self.informers: list[Informer[Any]] = []
+        #: One per kind: its handlers; its own slim informer is stopped however it was started, a shared
+        #: one only if the collector started it.
+        self._uses: list[InformerUse] = []
         for info in RESOURCES:
             if info.kind in _SKIPPED_KINDS:
                 continue
-            informer: Informer[Any] = Informer(client, info.type)
-            informer.cache = _SlimCache()
-            self._handle(informer, info)
+            shared = informers is not None and informers.has(info.type)
+            if informers is not None and shared:
+                # Another controller caches this kind in full already: one more handler costs nothing.
+                informer: Informer[Any] = informers.informer(info.type)
+            else:
+                informer = Informer(client, info.type)
+                informer.cache = _SlimCache()
             self.informers.append(informer)
+            self._uses.append(
+                InformerUse(self, (informer,), self._subscriber(informer, info), private=not shared)
+            )
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _subscriber(self, informer: Informer[Any], info: ResourceInfo) -> Callable[[], None]:
+        return lambda: self._handle(informer, info)
 
     def _handle(self, informer: Informer[Any], info: ResourceInfo) -> None:
         def added(obj: TopLevel) -> None:
@@ -137,13 +168,13 @@ class GarbageCollector:
         def deleted(obj: TopLevel) -> None:
             self._forget(info, obj)
 
-        informer.on_add(added)
-        informer.on_update(updated)
-        informer.on_delete(deleted)
+        informer.on_add(added, owner=self)
+        informer.on_update(updated, owner=self)
+        informer.on_delete(deleted, owner=self)
 
     async def start(self) -> None:
-        for informer in self.informers:
-            self._tasks.append(informer.start())
+        for use in self._uses:
+            use.start()
         self._tasks.append(asyncio.create_task(self._run(), name="garbagecollector"))
 
     async def _run(self) -> None:
@@ -156,6 +187,8 @@ class GarbageCollector:
         self.queue.shutdown()
         await cancel(self._tasks)
         self._tasks.clear()
+        for use in self._uses:
+            await use.stop()
 
     # --- the graph (informer handlers: update it and enqueue, never block) -----------------------
 
@@ -167,7 +200,7 @@ class GarbageCollector:
             key=_key(info.kind, m.namespace, m.name or "", m.uid),
             owners=tuple((r.uid, bool(r.block_owner_deletion)) for r in m.owner_references or ()),
             deleting=m.deletion_timestamp is not None,
-            gc_finalizers=frozenset(f for f in m.finalizers or () if f in (ORPHAN, FOREGROUND)),
+            gc_finalizers=_gc_finalizers(m.finalizers),
         )
         old = self.nodes.get(m.uid)
         self.nodes[m.uid] = node

@@ -2,8 +2,11 @@
 
 It runs inside the control-plane process by default, or alone (``pea controller-manager --server URL``):
 controllers only ever talk to the API server through the client, so where they run does not matter.
-Each controller owns its informers, one work queue and its workers; ``stop()`` shuts them down in
-reverse order, each with a bound.
+Each controller owns one work queue and its workers; the informers come from one
+``SharedInformerFactory``, so the controllers that watch pods (replication, endpoints, node lifecycle,
+garbage collector) share one pod watch and one cached copy of each pod; pass the factory the scheduler
+uses too and it shares them as well. ``stop()`` shuts the controllers down in reverse order, each with a
+bound; a shared informer stops with its last user.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controlplane.client import Client
+from controlplane.client.informer import SharedInformerFactory
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,12 @@ class Controller(Protocol):
 
 
 class ControllerManager:
-    def __init__(self, client: Client, settings: ControllerSettings | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: ControllerSettings | None = None,
+        informers: SharedInformerFactory | None = None,
+    ) -> None:
         from .endpoints import EndpointsController
         from .garbagecollector import GarbageCollector
         from .namespace import NamespaceController
@@ -50,12 +59,17 @@ class ControllerManager:
 
         self.client = client
         self.settings = settings or ControllerSettings()
-        self.replication = ReplicationManager(client, self.settings)
-        self.garbage_collector = GarbageCollector(client, self.settings)
-        self.endpoints = EndpointsController(client, self.settings)
-        self.node_lifecycle = NodeLifecycleController(client, self.settings)
-        self.namespaces = NamespaceController(client, recheck=self.settings.namespace_recheck)
-        self.servicelb = ServiceLBController(client, self.settings)
+        self.informers = informers or SharedInformerFactory(client)
+        shared = self.informers
+        self.replication = ReplicationManager(client, self.settings, shared)
+        self.endpoints = EndpointsController(client, self.settings, shared)
+        self.node_lifecycle = NodeLifecycleController(client, self.settings, shared)
+        self.namespaces = NamespaceController(
+            client, recheck=self.settings.namespace_recheck, informers=shared
+        )
+        self.servicelb = ServiceLBController(client, self.settings, shared)
+        # Last: it shares the informers of the kinds the others asked for and keeps slim caches of the rest.
+        self.garbage_collector = GarbageCollector(client, self.settings, informers=shared)
         self.controllers: list[Controller] = [
             self.namespaces,
             self.garbage_collector,

@@ -14,6 +14,7 @@ import contextlib
 from controlplane.api.core import Namespace
 from controlplane.api.registry import RESOURCES
 from controlplane.client import Client, Informer, NotFound
+from controlplane.client.informer import InformerUse, SharedInformerFactory
 from controlplane.tasks import cancel
 
 from .workqueue import WorkQueue, run_workers
@@ -22,26 +23,31 @@ FINALIZER = "kubernetes"
 
 
 class NamespaceController:
-    def __init__(self, client: Client, *, recheck: float = 1.0) -> None:
+    def __init__(
+        self, client: Client, *, recheck: float = 1.0, informers: SharedInformerFactory | None = None
+    ) -> None:
         self.client = client
         self.recheck = recheck
-        self.informer: Informer[Namespace] = Informer(client, Namespace)
+        self.informer: Informer[Namespace] = (informers or SharedInformerFactory(client)).informer(Namespace)
         self.queue = WorkQueue()
         self._tasks: list[asyncio.Task[None]] = []
-        self.informer.on_add(self._enqueue)
-        self.informer.on_update(lambda _old, new: self._enqueue(new))
+        self._use = InformerUse(self, (self.informer,), self._subscribe, private=informers is None)
 
     def _enqueue(self, ns: Namespace) -> None:
         if ns.metadata.deletion_timestamp is not None:
             self.queue.add(ns.metadata.name or "")
 
+    def _subscribe(self) -> None:
+        self.informer.on_add(self._enqueue, owner=self)
+        self.informer.on_update(lambda _old, new: self._enqueue(new), owner=self)
+
     async def start(self) -> None:
-        self._tasks.append(self.informer.start())
+        self._use.start()
         self._tasks.append(asyncio.create_task(run_workers(self.queue, self.sync, 1, "namespace")))
 
     async def stop(self) -> None:
         self.queue.shutdown()
-        await self.informer.stop()
+        await self._use.stop()
         await cancel(self._tasks)
 
     async def sync(self, name: str) -> None:

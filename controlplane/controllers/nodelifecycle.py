@@ -40,6 +40,7 @@ from controlplane.api.coordination import Lease
 from controlplane.api.core import Node, NodeCondition, Pod, Taint
 from controlplane.api.meta import now, parse_time
 from controlplane.client import Client, Conflict, EventRecorder, Informer, NotFound, key_of
+from controlplane.client.informer import InformerUse, SharedInformerFactory
 from controlplane.status import condition
 from controlplane.taints import NOT_READY, UNREACHABLE, tolerates
 from controlplane.tasks import cancel
@@ -112,12 +113,18 @@ def eviction_deadline(pod: Pod, taints: list[Taint], first_seen: dt.datetime) ->
 
 
 class NodeLifecycleController:
-    def __init__(self, client: Client, settings: ControllerSettings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: ControllerSettings,
+        informers: SharedInformerFactory | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
-        self.nodes: Informer[Node] = Informer(client, Node)
-        self.leases: Informer[Lease] = Informer(client, Lease, LEASE_NAMESPACE)
-        self.pods: Informer[Pod] = Informer(client, Pod)
+        factory = informers or SharedInformerFactory(client)
+        self.nodes: Informer[Node] = factory.informer(Node)
+        self.leases: Informer[Lease] = factory.informer(Lease, LEASE_NAMESPACE)
+        self.pods: Informer[Pod] = factory.informer(Pod)
         self.recorder = EventRecorder(client, "node-controller")
         self.node_queue = WorkQueue()
         self.pod_queue = WorkQueue()
@@ -127,20 +134,24 @@ class NodeLifecycleController:
         self._taint_seen: dict[tuple[str, str], dt.datetime] = {}  # (node, taint key) -> first seen
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.pods.on_add(self._pod_changed)
-        self.pods.on_update(lambda _old, new: self._pod_changed(new))
-        self.pods.on_delete(self._pod_deleted)
-        self.nodes.on_add(self._node_changed)
-        self.nodes.on_update(self._node_updated)
-        self.nodes.on_delete(self._node_deleted)
-        self.leases.on_add(lambda lease: self.node_queue.add(lease.metadata.name or ""))
-        self.leases.on_update(lambda _old, new: self.node_queue.add(new.metadata.name or ""))
+        self._use = InformerUse(
+            self, (self.nodes, self.leases, self.pods), self._subscribe, private=informers is None
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    def _subscribe(self) -> None:
+        self.pods.on_add(self._pod_changed, owner=self)
+        self.pods.on_update(lambda _old, new: self._pod_changed(new), owner=self)
+        self.pods.on_delete(self._pod_deleted, owner=self)
+        self.nodes.on_add(self._node_changed, owner=self)
+        self.nodes.on_update(self._node_updated, owner=self)
+        self.nodes.on_delete(self._node_deleted, owner=self)
+        self.leases.on_add(lambda lease: self.node_queue.add(lease.metadata.name or ""), owner=self)
+        self.leases.on_update(lambda _old, new: self.node_queue.add(new.metadata.name or ""), owner=self)
+
     async def start(self) -> None:
-        for informer in (self.nodes, self.leases, self.pods):
-            self._tasks.append(informer.start())
+        self._use.start()
         workers = self.settings.workers
         self._tasks.append(
             asyncio.create_task(run_workers(self.node_queue, self.sync_node, workers, "node-lifecycle"))
@@ -156,8 +167,7 @@ class NodeLifecycleController:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        for informer in (self.pods, self.leases, self.nodes):
-            await informer.stop()
+        await self._use.stop()
         await cancel(self._tasks)
         self._tasks.clear()
 

@@ -39,6 +39,7 @@ from controlplane.api.core import (
 )
 from controlplane.api.meta import ObjectMeta, OwnerReference, now, parse_time
 from controlplane.client import ApiError, Client, Conflict, EventRecorder, Informer, NotFound, key_of
+from controlplane.client.informer import InformerUse, SharedInformerFactory
 from controlplane.status import condition, pod_ready
 from controlplane.tasks import cancel
 
@@ -199,11 +200,17 @@ class _NamespaceTerminating(Exception):
 
 
 class ReplicationManager:
-    def __init__(self, client: Client, settings: ControllerSettings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: ControllerSettings,
+        informers: SharedInformerFactory | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
-        self.rc_informer: Informer[ReplicationController] = Informer(client, ReplicationController)
-        self.pod_informer: Informer[Pod] = Informer(client, Pod)
+        factory = informers or SharedInformerFactory(client)
+        self.rc_informer: Informer[ReplicationController] = factory.informer(ReplicationController)
+        self.pod_informer: Informer[Pod] = factory.informer(Pod)
         self.queue = WorkQueue()
         self.expectations = Expectations()
         self.recorder = EventRecorder(client, COMPONENT)
@@ -212,16 +219,20 @@ class ReplicationManager:
         self._pods: dict[str, dict[str, Pod]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
-        self.rc_informer.on_add(self._rc_added)
-        self.rc_informer.on_update(self._rc_updated)
-        self.rc_informer.on_delete(self._rc_deleted)
-        self.pod_informer.on_add(self._pod_added)
-        self.pod_informer.on_update(self._pod_updated)
-        self.pod_informer.on_delete(self._pod_deleted)
+        self._use = InformerUse(
+            self, (self.rc_informer, self.pod_informer), self._subscribe, private=informers is None
+        )
+
+    def _subscribe(self) -> None:
+        self.rc_informer.on_add(self._rc_added, owner=self)
+        self.rc_informer.on_update(self._rc_updated, owner=self)
+        self.rc_informer.on_delete(self._rc_deleted, owner=self)
+        self.pod_informer.on_add(self._pod_added, owner=self)
+        self.pod_informer.on_update(self._pod_updated, owner=self)
+        self.pod_informer.on_delete(self._pod_deleted, owner=self)
 
     async def start(self) -> None:
-        self._tasks.append(self.rc_informer.start())
-        self._tasks.append(self.pod_informer.start())
+        self._use.start()
         try:
             # No worker before both caches are filled: an empty pod cache would look like 0 replicas.
             await asyncio.gather(self.rc_informer.wait_synced(), self.pod_informer.wait_synced())
@@ -240,8 +251,7 @@ class ReplicationManager:
         self.queue.shutdown()
         await cancel(self._tasks)
         self._tasks.clear()
-        await self.rc_informer.stop()
-        await self.pod_informer.stop()
+        await self._use.stop()
         await cancel(list(self._background))
         self._background.clear()
 

@@ -20,7 +20,7 @@ import logging
 
 from controlplane.api.core import LoadBalancerIngress, LoadBalancerStatus, Node, Service
 from controlplane.client import Client, Informer, NotFound, key_of
-from controlplane.client.informer import wait_synced
+from controlplane.client.informer import InformerUse, SharedInformerFactory, wait_synced
 from controlplane.status import internal_ip, node_ready
 from controlplane.tasks import cancel
 
@@ -40,18 +40,20 @@ def desired_ingress(svc: Service, nodes: list[Node]) -> list[LoadBalancerIngress
 
 
 class ServiceLBController:
-    def __init__(self, client: Client, settings: ControllerSettings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: ControllerSettings,
+        informers: SharedInformerFactory | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
-        self.services: Informer[Service] = Informer(client, Service)
-        self.nodes: Informer[Node] = Informer(client, Node)
+        factory = informers or SharedInformerFactory(client)
+        self.services: Informer[Service] = factory.informer(Service)
+        self.nodes: Informer[Node] = factory.informer(Node)
         self.queue = WorkQueue()
         self._tasks: list[asyncio.Task[None]] = []
-        self.services.on_add(self._service_changed)
-        self.services.on_update(lambda _old, new: self._service_changed(new))
-        self.nodes.on_add(lambda _n: self._all())
-        self.nodes.on_update(self._node_updated)
-        self.nodes.on_delete(lambda _n: self._all())
+        self._use = InformerUse(self, (self.services, self.nodes), self._subscribe, private=informers is None)
 
     def _service_changed(self, svc: Service) -> None:
         lb = svc.status.load_balancer
@@ -67,15 +69,22 @@ class ServiceLBController:
             if svc.spec.type == "LoadBalancer":
                 self.queue.add(key_of(svc))
 
+    def _subscribe(self) -> None:
+        self.services.on_add(self._service_changed, owner=self)
+        self.services.on_update(lambda _old, new: self._service_changed(new), owner=self)
+        self.nodes.on_add(lambda _n: self._all(), owner=self)
+        self.nodes.on_update(self._node_updated, owner=self)
+        self.nodes.on_delete(lambda _n: self._all(), owner=self)
+
     async def start(self) -> None:
-        for informer in (self.services, self.nodes):
-            self._tasks.append(informer.start())
+        self._use.start()
         self._tasks.append(asyncio.create_task(self._run(), name="servicelb-controller"))
 
     async def stop(self) -> None:
         self.queue.shutdown()
         await cancel(self._tasks)
         self._tasks.clear()
+        await self._use.stop()
 
     async def _run(self) -> None:
         await wait_synced((self.services, self.nodes), "servicelb controller")

@@ -2,21 +2,24 @@
 
 Design
 ------
-Two informers (all Pods, all Nodes) keep a local picture of the cluster. From it the scheduler keeps:
+Two informers (all Pods, all Nodes) keep a local picture of the cluster in a :class:`Cache`
+(:mod:`.cache`): one :class:`NodeInfo` per node with the pods counted on it, bound or *assumed* (pods
+this scheduler decided to bind whose binding the watch has not shown yet: they count exactly like bound
+pods, so a lagging watch never over-commits a node). Informer events update the NodeInfos in place
+(a pod's requests and host ports are parsed once per pod event), so a decision does no per-node setup.
 
-* an index of the pods that occupy each node (bound and not Succeeded/Failed), as :class:`PodInfo`
-  whose requests and host ports are parsed once per pod event;
-* the *assumed* pods: pods this scheduler decided to bind whose binding the watch has not shown yet.
-  They count on their node exactly like bound pods, so a lagging watch never over-commits a node.
-  An assumed pod is forgotten when the watch shows it bound (or deleted), or when the bind fails;
-* a queue of pending pods (no ``nodeName``, our ``schedulerName``, not deleting, not finished, no
-  scheduling gates) in three parts: *active* (FIFO, arrival order), *parked* (found unschedulable,
-  waiting for a cluster change) and *backing off* (the bind failed; a timer brings it back).
+A queue of pending pods (no ``nodeName``, our ``schedulerName``, not deleting, not finished, no
+scheduling gates) has three parts: *active* (FIFO, arrival order), *parked* (found unschedulable,
+waiting for a cluster change) and *backing off* (the bind failed; a timer brings it back).
 
-A scheduling decision is a pure function (:func:`schedule`) of the pod and a snapshot of
-:class:`NodeInfo`: every :class:`Filter` must pass (the first failing filter gives the node's reasons),
-then the weighted :class:`Score` plugins rank the feasible nodes and the best wins (ties go to the lowest
-node name, so results are deterministic). Adding a plugin is adding a ``Filter``/``Score`` to the lists.
+A scheduling decision is a pure function (:func:`.plugins.schedule`) of the pod and the node infos:
+every :class:`Filter` must pass (the first failing filter gives the node's reasons), then the weighted
+:class:`Score` plugins rank the feasible nodes and the best wins (ties go to the node examined first:
+the lowest name in a small cluster, where every node is examined from the first in name order).
+Like kube-scheduler, a large cluster is not searched exhaustively: filtering stops once
+``percentageOfNodesToScore`` of the nodes (adaptive: 42% of 1,000 nodes, at least 100) are feasible,
+and the next pod starts where this one stopped, so pods spread over the whole cluster. Adding a plugin
+is adding a ``Filter``/``Score`` to the lists.
 
 Parked pods go back to the active queue when a node is added or changes in a way that matters
 (allocatable, labels, taints, unschedulable, readiness), when a bound pod is deleted or finishes (it
@@ -24,37 +27,75 @@ frees resources), when the pod's own spec or labels change, and at least every `
 
 Concurrency model
 -----------------
-Everything runs on one event loop. Informer handlers are synchronous and only update the index and
-the queue. The scheduling loop pops one pod and takes the snapshot, decides and assumes (or parks)
-without awaiting in between, so no event can slip between the decision and its bookkeeping, and each
-decision sees the previous ones. All API I/O (binding, events, the PodScheduled condition) runs in
-background tasks so the loop never waits on the network; the number of binds in flight is bounded,
-which is the loop's only back-pressure. A bind answered with 409 means someone else bound the pod
-(the watch will show it); any other failure forgets the assumption and retries with back-off.
+Everything runs on one event loop. Informer handlers are synchronous and only update the cache and
+the queue. The scheduling loop pops one pod, decides and assumes (or parks) without awaiting in
+between, so no event can slip between the decision and its bookkeeping, and each decision sees the
+previous ones. All API I/O runs in background tasks so the loop never waits on the network; the number
+of binds in flight is bounded, which is the loop's only back-pressure. Per pod, the API sees what
+kube-scheduler sends: the binding and a ``Scheduled`` event (the binding itself sets PodScheduled=True);
+an unschedulable pod gets a FailedScheduling event and a PodScheduled=False status patch. Scheduled
+events wait in a bounded queue for two writers (kube-scheduler's event broadcaster also queues at most
+1,000 and drops past that), so binds never queue behind events in a burst. A bind
+answered with 409 means someone else bound the pod (the watch will show it); any other failure forgets
+the assumption and retries with back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from controlplane.api.core import Container, Node, Pod, Taint
+from controlplane.api.core import Node, Pod
 from controlplane.api.meta import now
 from controlplane.client import Client, ClientError, Conflict, EventRecorder, Informer, NotFound, key_of
-from controlplane.quantity import cpu_millis, memory_bytes
+from controlplane.client.informer import InformerUse, SharedInformerFactory
 from controlplane.status import condition as find_condition
 from controlplane.status import node_ready as node_is_ready
-from controlplane.taints import NOT_READY, UNSCHEDULABLE, tolerated, tolerates
+
+from .cache import Cache
+from .plugins import (
+    DEFAULT_FILTERS,
+    DEFAULT_SCORES,
+    TERMINAL_PHASES,
+    Decision,
+    Filter,
+    HostPort,
+    NodeInfo,
+    PodInfo,
+    Resources,
+    Score,
+    failure_message,
+    least_requested,
+    node_affinity,
+    node_ports,
+    node_ready,
+    node_resources_fit,
+    node_unschedulable,
+    nodes_to_find,
+    pod_requests,
+    schedule,
+    selector_spread,
+    taint_toleration,
+    taint_toleration_score,
+    tolerates,
+)
 
 log = logging.getLogger(__name__)
+
+# Scheduled events are written by a few background writers from a bounded queue, after the binds, so a
+# burst of pods never waits for its events and thousands of event requests never pile up in the HTTP
+# pool. kube-scheduler's event broadcaster queues 1,000 too and drops the incoming event when full;
+# this drops the oldest instead, so the latest pods' events are the ones that get written.
+EVENT_QUEUE = 1000
+EVENT_WRITERS = 2
 
 __all__ = [
     "DEFAULT_FILTERS",
     "DEFAULT_SCORES",
+    "Cache",
     "Decision",
     "Filter",
     "HostPort",
@@ -64,415 +105,20 @@ __all__ = [
     "Scheduler",
     "Score",
     "failure_message",
+    "least_requested",
+    "node_affinity",
+    "node_ports",
+    "node_ready",
+    "node_resources_fit",
+    "node_unschedulable",
+    "nodes_to_find",
+    "pod_requests",
     "schedule",
+    "selector_spread",
+    "taint_toleration",
+    "taint_toleration_score",
     "tolerates",
 ]
-
-TERMINAL_PHASES = ("Succeeded", "Failed")
-UNLIMITED = 2**63 - 1  # a node that advertises no cpu/memory: quantities are int64 in Kubernetes too
-DEFAULT_MAX_PODS = 110  # the kubelet's default --max-pods
-# Scoring counts a container without requests as this much (kube-scheduler's "non-zero" requests), so
-# best-effort pods still spread instead of piling onto the first node.
-DEFAULT_CPU_MILLIS = 100
-DEFAULT_MEMORY_BYTES = 200 * 1024 * 1024
-MAX_SCORE = 100.0
-WILDCARD_IPS = frozenset({"", "0.0.0.0", "::"})
-NOT_READY_TAINT = Taint(key=NOT_READY, effect="NoSchedule")
-UNSCHEDULABLE_TAINT = Taint(key=UNSCHEDULABLE, effect="NoSchedule")
-
-# --- resources and the per-pod / per-node views -----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Resources:
-    """CPU in millicores, memory in bytes: the two resources requests are checked against."""
-
-    cpu: int = 0
-    memory: int = 0
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(self.cpu + other.cpu, self.memory + other.memory)
-
-    def max(self, other: Resources) -> Resources:
-        return Resources(max(self.cpu, other.cpu), max(self.memory, other.memory))
-
-
-@dataclass(frozen=True, slots=True)
-class HostPort:
-    """A host port a pod occupies; an empty or wildcard IP means every address of the node."""
-
-    port: int
-    protocol: str = "TCP"
-    ip: str = "0.0.0.0"
-
-    def conflicts(self, other: HostPort) -> bool:
-        if self.port != other.port or self.protocol != other.protocol:
-            return False
-        return self.ip == other.ip or self.ip in WILDCARD_IPS or other.ip in WILDCARD_IPS
-
-
-def _quantity(parse: Callable[[str | int | float], int], value: Any, default: int) -> int:
-    """Parse a quantity leniently: validation rejects garbage, but one bad object must not stop the loop."""
-    if value is None:
-        return default
-    try:
-        return parse(value)
-    except ValueError:
-        log.warning("ignoring unparsable quantity %r", value)
-        return default
-
-
-def _container_requests(c: Container, nonzero: bool) -> Resources:
-    """A container's requests; limits stand in for missing requests (as API defaulting does)."""
-    res = c.resources
-    requests = (res.requests if res else None) or {}
-    limits = (res.limits if res else None) or {}
-    cpu = requests.get("cpu", limits.get("cpu"))
-    memory = requests.get("memory", limits.get("memory"))
-    return Resources(
-        _quantity(cpu_millis, cpu, DEFAULT_CPU_MILLIS if nonzero else 0),
-        _quantity(memory_bytes, memory, DEFAULT_MEMORY_BYTES if nonzero else 0),
-    )
-
-
-def pod_requests(pod: Pod, *, nonzero: bool = False) -> Resources:
-    """Effective requests as Kubernetes computes them: the app containers (plus restartable init
-    "sidecars") run together, each other init container runs alone beside the sidecars started before
-    it, so the pod needs the larger of the two, plus the runtime overhead."""
-    total = Resources()
-    for c in pod.spec.containers:
-        total = total + _container_requests(c, nonzero)
-    sidecars = Resources()
-    init_peak = Resources()
-    for c in pod.spec.init_containers or ():
-        r = _container_requests(c, nonzero)
-        if c.restart_policy == "Always":
-            sidecars = sidecars + r
-            total = total + r
-            init_peak = init_peak.max(sidecars)
-        else:
-            init_peak = init_peak.max(sidecars + r)
-    total = total.max(init_peak)
-    overhead = pod.spec.overhead or {}
-    return total + Resources(
-        _quantity(cpu_millis, overhead.get("cpu"), 0), _quantity(memory_bytes, overhead.get("memory"), 0)
-    )
-
-
-def pod_host_ports(pod: Pod) -> list[HostPort]:
-    """The host ports a pod binds; with hostNetwork every container port is a host port."""
-    ports = []
-    for c in pod.spec.containers:
-        for p in c.ports or ():
-            port = p.host_port or (p.container_port if pod.spec.host_network else 0)
-            if port > 0:
-                ports.append(HostPort(port, p.protocol or "TCP", p.host_ip or "0.0.0.0"))
-    return ports
-
-
-def _spread_key(pod: Pod) -> tuple[Any, ...] | None:
-    """Which pods count as "the same" for spreading: same controller, else same labels."""
-    ns = pod.metadata.namespace
-    for ref in pod.metadata.owner_references or ():
-        if ref.controller:
-            return ("owner", ns, ref.uid)
-    if pod.metadata.labels:
-        return ("labels", ns, frozenset(pod.metadata.labels.items()))
-    return None
-
-
-@dataclass(slots=True)
-class PodInfo:
-    """A pod with what scheduling needs from it, computed once per pod event."""
-
-    pod: Pod
-    requests: Resources
-    nonzero_requests: Resources
-    host_ports: list[HostPort]
-    spread_key: tuple[Any, ...] | None
-
-    @classmethod
-    def of(cls, pod: Pod) -> PodInfo:
-        return cls(
-            pod, pod_requests(pod), pod_requests(pod, nonzero=True), pod_host_ports(pod), _spread_key(pod)
-        )
-
-    @property
-    def key(self) -> str:
-        return key_of(self.pod)
-
-
-def _allocatable(node: Node, name: str) -> Any:
-    value = (node.status.allocatable or {}).get(name)
-    return value if value is not None else (node.status.capacity or {}).get(name)
-
-
-@dataclass(slots=True)
-class NodeInfo:
-    """A node and the pods counted on it (bound and assumed), with their sums."""
-
-    node: Node
-    pods: list[PodInfo] = field(default_factory=list)
-    allocatable: Resources = field(init=False)
-    allowed_pods: int = field(init=False)
-    requested: Resources = field(init=False)
-    nonzero_requested: Resources = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.allocatable = Resources(
-            _quantity(cpu_millis, _allocatable(self.node, "cpu"), UNLIMITED),
-            _quantity(memory_bytes, _allocatable(self.node, "memory"), UNLIMITED),
-        )
-        self.allowed_pods = _quantity(memory_bytes, _allocatable(self.node, "pods"), DEFAULT_MAX_PODS)
-        self.requested = Resources()
-        self.nonzero_requested = Resources()
-        for p in self.pods:
-            self.requested = self.requested + p.requests
-            self.nonzero_requested = self.nonzero_requested + p.nonzero_requests
-
-    @classmethod
-    def of(cls, node: Node, pods: Iterable[Pod] = ()) -> NodeInfo:
-        return cls(node, [PodInfo.of(p) for p in pods])
-
-    @property
-    def name(self) -> str:
-        return self.node.metadata.name or ""
-
-
-# --- filters -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """A predicate plugin: ``check`` returns why the pod cannot go on the node (empty: it can)."""
-
-    name: str
-    check: Callable[[PodInfo, NodeInfo], list[str]]
-
-
-def _tolerated(pod: Pod, taint: Taint) -> bool:
-    return tolerated(pod.spec.tolerations, taint)
-
-
-def node_ready(pod: PodInfo, node: NodeInfo) -> list[str]:
-    """Only Ready nodes run pods (unless the pod tolerates the not-ready taint, as DaemonSet pods do)."""
-    ready = node_is_ready(node.node)
-    if ready or _tolerated(pod.pod, NOT_READY_TAINT):
-        return []
-    return ["node(s) were not ready"]
-
-
-def node_unschedulable(pod: PodInfo, node: NodeInfo) -> list[str]:
-    """A cordoned node takes no new pods, except those tolerating the unschedulable taint."""
-    if not node.node.spec.unschedulable or _tolerated(pod.pod, UNSCHEDULABLE_TAINT):
-        return []
-    return ["node(s) were unschedulable"]
-
-
-def taint_toleration(pod: PodInfo, node: NodeInfo) -> list[str]:
-    """NoSchedule and NoExecute taints repel pods that do not tolerate them (PreferNoSchedule only scores)."""
-    for taint in node.node.spec.taints or ():
-        if taint.effect in ("NoSchedule", "NoExecute") and not _tolerated(pod.pod, taint):
-            return [f"node(s) had untolerated taint {{{taint.key}: {taint.value or ''}}}"]
-    return []
-
-
-def _requirement_matches(req: dict[str, Any], value: str | None) -> bool:
-    """One node selector requirement (In, NotIn, Exists, DoesNotExist, Gt, Lt) against a label value."""
-    op, values = req.get("operator"), req.get("values") or []
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
-        try:
-            have, want = int(value), int(values[0])
-        except ValueError:
-            return False
-        return have > want if op == "Gt" else have < want
-    return False
-
-
-def _affinity_matches(pod: Pod, node: Node) -> bool:
-    """Required node affinity: any term matches when all its expressions (and fields) match."""
-    required = ((pod.spec.affinity or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    )
-    if not required:
-        return True
-    labels = node.metadata.labels or {}
-    fields = {"metadata.name": node.metadata.name}
-    for term in required.get("nodeSelectorTerms") or ():
-        exprs, field_exprs = term.get("matchExpressions") or [], term.get("matchFields") or []
-        if not exprs and not field_exprs:
-            continue  # an empty term matches nothing, as in Kubernetes
-        if all(_requirement_matches(e, labels.get(e.get("key", ""))) for e in exprs) and all(
-            _requirement_matches(e, fields.get(e.get("key", ""))) for e in field_exprs
-        ):
-            return True
-    return False
-
-
-def node_affinity(pod: PodInfo, node: NodeInfo) -> list[str]:
-    """``nodeSelector`` labels must all match, and so must required node affinity if any."""
-    labels = node.node.metadata.labels or {}
-    selector = pod.pod.spec.node_selector or {}
-    if all(labels.get(k) == v for k, v in selector.items()) and _affinity_matches(pod.pod, node.node):
-        return []
-    return ["node(s) didn't match Pod's node affinity/selector"]
-
-
-def node_ports(pod: PodInfo, node: NodeInfo) -> list[str]:
-    """A host port (port, protocol, IP) can be bound by one pod per node."""
-    for want in pod.host_ports:
-        for other in node.pods:
-            if any(want.conflicts(used) for used in other.host_ports):
-                return ["node(s) didn't have free ports for the requested pod ports"]
-    return []
-
-
-def node_resources_fit(pod: PodInfo, node: NodeInfo) -> list[str]:
-    """Requests of the pods on the node plus this pod's must fit allocatable (reporting every shortage)."""
-    reasons = []
-    if len(node.pods) + 1 > node.allowed_pods:
-        reasons.append("Too many pods")
-    want, used, alloc = pod.requests, node.requested, node.allocatable
-    if want.cpu > 0 and want.cpu > alloc.cpu - used.cpu:
-        reasons.append("Insufficient cpu")
-    if want.memory > 0 and want.memory > alloc.memory - used.memory:
-        reasons.append("Insufficient memory")
-    return reasons
-
-
-DEFAULT_FILTERS: tuple[Filter, ...] = (
-    Filter("NodeReady", node_ready),
-    Filter("NodeUnschedulable", node_unschedulable),
-    Filter("TaintToleration", taint_toleration),
-    Filter("NodeAffinity", node_affinity),
-    Filter("NodePorts", node_ports),
-    Filter("NodeResourcesFit", node_resources_fit),
-)
-
-# --- scores --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    """A priority plugin: ``rank`` scores every feasible node 0..100 at once (so it can normalise)."""
-
-    name: str
-    weight: float
-    rank: Callable[[PodInfo, Sequence[NodeInfo]], list[float]]
-
-
-def _free_fraction(allocatable: int, used: int) -> float:
-    return max(allocatable - used, 0) / allocatable if allocatable > 0 else 0.0
-
-
-def least_requested(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
-    """Prefer the emptiest node: mean free fraction of cpu and memory once the pod is placed."""
-    scores = []
-    for n in nodes:
-        used = n.nonzero_requested + pod.nonzero_requests
-        cpu = _free_fraction(n.allocatable.cpu, used.cpu)
-        memory = _free_fraction(n.allocatable.memory, used.memory)
-        scores.append(MAX_SCORE * (cpu + memory) / 2)
-    return scores
-
-
-def selector_spread(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
-    """Prefer nodes with fewer of the pod's siblings (same controller, else same labels), so replicas
-    survive a node failure. Normalised over the candidates: the node with the most siblings scores 0."""
-    if pod.spread_key is None:
-        return [MAX_SCORE] * len(nodes)
-    counts = [
-        sum(1 for p in n.pods if p.spread_key == pod.spread_key and p.pod.metadata.deletion_timestamp is None)
-        for n in nodes
-    ]
-    most = max(counts, default=0)
-    return [MAX_SCORE if most == 0 else MAX_SCORE * (most - c) / most for c in counts]
-
-
-def taint_toleration_score(pod: PodInfo, nodes: Sequence[NodeInfo]) -> list[float]:
-    """Prefer nodes with fewer PreferNoSchedule taints the pod does not tolerate (kube-scheduler's
-    TaintToleration score): the node with the most such taints scores 0, one without any 100."""
-    counts = [
-        sum(
-            1
-            for taint in n.node.spec.taints or ()
-            if taint.effect == "PreferNoSchedule" and not _tolerated(pod.pod, taint)
-        )
-        for n in nodes
-    ]
-    most = max(counts, default=0)
-    return [MAX_SCORE if most == 0 else MAX_SCORE * (most - c) / most for c in counts]
-
-
-# Spreading weighs double (as PodTopologySpread does in kube-scheduler): replicas prefer distinct nodes
-# over packing onto the largest one, while resources still decide between equally spread choices. An
-# untolerated PreferNoSchedule taint weighs most (kube-scheduler's TaintToleration weight is 3 too).
-DEFAULT_SCORES: tuple[Score, ...] = (
-    Score("NodeResourcesLeastAllocated", 1.0, least_requested),
-    Score("SelectorSpread", 2.0, selector_spread),
-    Score("TaintToleration", 3.0, taint_toleration_score),
-)
-
-# --- the decision --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Where a pod goes, or (``node is None``) why it fits nowhere: reason -> number of nodes."""
-
-    node: str | None
-    total_nodes: int
-    reasons: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def message(self) -> str:
-        return failure_message(self.total_nodes, self.reasons)
-
-
-def failure_message(total: int, reasons: Counter[str]) -> str:
-    """kube-scheduler's FailedScheduling wording: ``0/3 nodes are available: 1 Insufficient cpu, ...``."""
-    if total == 0:
-        return "0/0 nodes are available: no nodes available to schedule pods."
-    parts = sorted(f"{count} {reason}" for reason, count in reasons.items())
-    return f"0/{total} nodes are available: {', '.join(parts)}."
-
-
-def schedule(
-    pod: PodInfo,
-    nodes: Sequence[NodeInfo],
-    filters: Sequence[Filter] = DEFAULT_FILTERS,
-    scores: Sequence[Score] = DEFAULT_SCORES,
-) -> Decision:
-    """Filter, then score the feasible nodes; the highest total wins, ties go to the lowest name."""
-    feasible: list[NodeInfo] = []
-    reasons: Counter[str] = Counter()
-    for node in nodes:
-        for f in filters:
-            failed = f.check(pod, node)
-            if failed:
-                reasons.update(failed)
-                break
-        else:
-            feasible.append(node)
-    if not feasible:
-        return Decision(None, len(nodes), reasons)
-    if len(feasible) == 1:
-        return Decision(feasible[0].name, len(nodes))
-    totals = [0.0] * len(feasible)
-    for s in scores:
-        for i, value in enumerate(s.rank(pod, feasible)):
-            totals[i] += s.weight * value
-    best = min(range(len(feasible)), key=lambda i: (-totals[i], feasible[i].name))
-    return Decision(feasible[best].name, len(nodes))
-
 
 # --- the scheduler -------------------------------------------------------------------------------
 
@@ -506,18 +152,20 @@ class Scheduler:
         filters: Sequence[Filter] = DEFAULT_FILTERS,
         scores: Sequence[Score] = DEFAULT_SCORES,
         max_binds_in_flight: int = 16,
+        percentage_of_nodes_to_score: int = 0,
+        event_queue: int = EVENT_QUEUE,
+        informers: SharedInformerFactory | None = None,
     ) -> None:
+        """``informers``: the process's shared informers (the control plane passes its factory, so the
+        scheduler and the controllers hold one copy of every pod); without it the scheduler has its own."""
         self.client = client
         self.name = name
         self.retry_interval = retry_interval
-        self.filters = tuple(filters)
-        self.scores = tuple(scores)
-        self.pods: Informer[Pod] = Informer(client, Pod)
-        self.nodes: Informer[Node] = Informer(client, Node)
+        self.cache = Cache(filters, scores, percentage_of_nodes_to_score=percentage_of_nodes_to_score)
+        factory = informers or SharedInformerFactory(client)
+        self.pods: Informer[Pod] = factory.informer(Pod)
+        self.nodes: Informer[Node] = factory.informer(Node)
         self.recorder = EventRecorder(client, name)
-        self._by_node: dict[str, dict[str, PodInfo]] = {}
-        self._node_of: dict[str, str] = {}
-        self._assumed: dict[str, tuple[str, PodInfo]] = {}
         self._active: dict[str, None] = {}
         self._parked: dict[str, None] = {}
         self._backoff: dict[str, asyncio.TimerHandle] = {}
@@ -525,22 +173,29 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._bind_slots = asyncio.Semaphore(max_binds_in_flight)
         self._io: set[asyncio.Task[None]] = set()
+        self._events: deque[tuple[Pod, str]] = deque()
+        self._event_queue = max(event_queue, 1)
+        self._events_ready = asyncio.Event()
+        self.events_dropped = 0
         self._loops: list[asyncio.Task[None]] = []
-        self.pods.on_add(lambda pod: self._pod_changed(None, pod))
-        self.pods.on_update(self._pod_changed)
-        self.pods.on_delete(self._pod_deleted)
-        self.nodes.on_add(lambda _node: self._unpark_all())
-        self.nodes.on_update(self._node_updated)
+        self._use = InformerUse(self, (self.pods, self.nodes), self._subscribe, private=informers is None)
+
+    def _subscribe(self) -> None:
+        self.pods.on_add(lambda pod: self._pod_changed(None, pod), owner=self)
+        self.pods.on_update(self._pod_changed, owner=self)
+        self.pods.on_delete(self._pod_deleted, owner=self)
+        self.nodes.on_add(self._node_added, owner=self)
+        self.nodes.on_update(self._node_updated, owner=self)
+        self.nodes.on_delete(self._node_deleted, owner=self)
 
     @property
     def assumed(self) -> dict[str, str]:
         """Pods bound (or being bound) by us that the watch has not shown bound yet: key -> node."""
-        return {key: node for key, (node, _) in self._assumed.items()}
+        return self.cache.assumed_pods()
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start the informers, wait until both have listed, then start the scheduling loop."""
-        self.pods.start()
-        self.nodes.start()
+        self._use.start()
         try:
             await asyncio.wait_for(asyncio.gather(self.pods.synced.wait(), self.nodes.synced.wait()), timeout)
         except BaseException:
@@ -548,6 +203,8 @@ class Scheduler:
             raise
         self._loops.append(asyncio.create_task(self._run(), name=f"{self.name}-loop"))
         self._loops.append(asyncio.create_task(self._retry_parked(), name=f"{self.name}-retry"))
+        for i in range(EVENT_WRITERS):
+            self._loops.append(asyncio.create_task(self._write_events(), name=f"{self.name}-events-{i}"))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Cancel the loop, pending retries and in-flight I/O, then the informers."""
@@ -563,7 +220,7 @@ class Scheduler:
         await self._stop_informers()
 
     async def _stop_informers(self) -> None:
-        await asyncio.gather(self.pods.stop(), self.nodes.stop())
+        await self._use.stop()
 
     # --- informer handlers (synchronous: bookkeeping only) --------------------------------------
 
@@ -579,15 +236,16 @@ class Scheduler:
 
     def _pod_changed(self, old: Pod | None, pod: Pod) -> None:
         key = key_of(pod)
-        freed = self._unindex(key)
+        cache = self.cache
+        assumed = cache.assumed(key)
+        if assumed is not None and (pod.spec.node_name or pod.metadata.uid != assumed[1].uid):
+            cache.confirm(key)  # the watch caught up (or it is another pod by the same name)
+            assumed = None
+        freed = False
         if _occupies_node(pod):
-            info = PodInfo.of(pod)
-            self._by_node.setdefault(pod.spec.node_name or "", {})[key] = info
-            self._node_of[key] = pod.spec.node_name or ""
-            freed = False
-        assumed = self._assumed.get(key)
-        if assumed is not None and (pod.spec.node_name or pod.metadata.uid != assumed[1].pod.metadata.uid):
-            del self._assumed[key]  # the watch caught up (or it is another pod by the same name)
+            cache.place(pod.spec.node_name or "", PodInfo.of(pod))
+        elif assumed is None:
+            freed = cache.unplace(key)
         if freed:
             self._unpark_all()
         if not self._wants(pod):
@@ -595,31 +253,31 @@ class Scheduler:
         elif key in self._parked:
             if old is None or old.spec != pod.spec or old.metadata.labels != pod.metadata.labels:
                 self._activate(key)  # our own status writes must not make it spin
-        elif key not in self._active and key not in self._backoff and key not in self._assumed:
+        elif key not in self._active and key not in self._backoff and assumed is None:
             self._activate(key)
 
     def _pod_deleted(self, pod: Pod) -> None:
         key = key_of(pod)
-        freed = self._unindex(key)
-        self._assumed.pop(key, None)
+        self.cache.confirm(key)
+        freed = self.cache.unplace(key)
         self._forget_queued(key)
         if freed:
             self._unpark_all()
 
-    def _unindex(self, key: str) -> bool:
-        """Drop a pod from the node index; True if it was occupying a node."""
-        node = self._node_of.pop(key, None)
-        if node is None:
-            return False
-        pods = self._by_node.get(node, {})
-        pods.pop(key, None)
-        if not pods:
-            self._by_node.pop(node, None)
-        return True
+    def _node_added(self, node: Node) -> None:
+        self.cache.set_node(node)
+        self._unpark_all()
 
     def _node_updated(self, old: Node, new: Node) -> None:
-        if _scheduling_view(old) != _scheduling_view(new):
+        info = self.cache.node(new.metadata.name or "")
+        if info is None or _scheduling_view(old) != _scheduling_view(new):
+            self.cache.set_node(new)
             self._unpark_all()
+        else:
+            info.node = new  # a heartbeat: nothing a decision reads has changed
+
+    def _node_deleted(self, node: Node) -> None:
+        self.cache.remove_node(node.metadata.name or "")
 
     # --- the queue --------------------------------------------------------------------------------
 
@@ -657,7 +315,7 @@ class Scheduler:
     def _backoff_expired(self, key: str) -> None:
         self._backoff.pop(key, None)
         pod = self.pods.get(key)
-        if pod is not None and self._wants(pod) and key not in self._assumed:
+        if pod is not None and self._wants(pod) and self.cache.assumed(key) is None:
             self._activate(key)
 
     async def _next(self) -> str:
@@ -694,35 +352,19 @@ class Scheduler:
                     self._bind_slots.release()
             await asyncio.sleep(0)  # let the informers and the I/O tasks run between decisions
 
-    def _snapshot(self) -> list[NodeInfo]:
-        assumed: dict[str, list[PodInfo]] = {}
-        for node, info in self._assumed.values():
-            assumed.setdefault(node, []).append(info)
-        nodes = sorted(self.nodes.items(), key=lambda n: n.metadata.name or "")
-        return [
-            NodeInfo(
-                n,
-                [
-                    *self._by_node.get(n.metadata.name or "", {}).values(),
-                    *assumed.get(n.metadata.name or "", ()),
-                ],
-            )
-            for n in nodes
-        ]
-
     def _schedule_one(self, key: str) -> bool:
         """Decide for one pod and do the bookkeeping, with no await: returns True if a bind was started."""
         pod = self.pods.get(key)
-        if pod is None or not self._wants(pod) or key in self._assumed:
+        if pod is None or not self._wants(pod) or self.cache.assumed(key) is not None:
             return False
         info = PodInfo.of(pod)
-        decision = schedule(info, self._snapshot(), self.filters, self.scores)
+        decision = self.cache.schedule(info)
         if decision.node is None:
             self._parked[key] = None
             log.debug("%s: %s", key, decision.message)  # the FailedScheduling event is the user-facing record
             self._spawn(self._report_unschedulable(pod, decision.message))
             return False
-        self._assumed[key] = (decision.node, info)
+        self.cache.assume(decision.node, info)
         self._spawn(self._bind(info, decision.node))
         return True
 
@@ -742,25 +384,38 @@ class Scheduler:
         except (Conflict, NotFound) as exc:
             # Bound by someone else, being deleted, or gone: the watch will tell; nothing to retry.
             log.info("binding %s to %s: %s", key, node, exc)
-            self._unassume(key, info)
+            self.cache.forget(key, info)
             return
         except ClientError as exc:
             log.warning("binding %s to %s failed: %s; retrying", key, node, exc)
-            if self._unassume(key, info):
+            if self.cache.forget(key, info):
                 self._retry_later(key)
             return
         finally:
             self._bind_slots.release()
         self._failures.pop(key, None)
-        await self.recorder.record(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}")
+        self._queue_event(pod, f"Successfully assigned {key} to {node}")
 
-    def _unassume(self, key: str, info: PodInfo) -> bool:
-        """Forget an assumption if it is still this one; True if it was."""
-        current = self._assumed.get(key)
-        if current is None or current[1] is not info:
-            return False
-        del self._assumed[key]
-        return True
+    def _queue_event(self, pod: Pod, message: str) -> None:
+        """Queue a Scheduled event; when the queue is full the oldest queued event is dropped."""
+        if len(self._events) >= self._event_queue:
+            self._events.popleft()
+            self.events_dropped += 1
+            if self.events_dropped % 1000 == 1:
+                log.warning("event queue full: %d Scheduled events dropped so far", self.events_dropped)
+        self._events.append((pod, message))
+        self._events_ready.set()
+
+    async def _write_events(self) -> None:
+        while True:
+            while not self._events:
+                self._events_ready.clear()
+                await self._events_ready.wait()
+            pod, message = self._events.popleft()
+            try:
+                await self.recorder.record(pod, "Normal", "Scheduled", message)
+            except Exception:  # the recorder logs API errors itself; anything else must not stop the writer
+                log.exception("recording the Scheduled event of %s failed", key_of(pod))
 
     async def _report_unschedulable(self, pod: Pod, message: str) -> None:
         """A FailedScheduling event (merged by the recorder when repeated) and PodScheduled=False."""

@@ -9,6 +9,7 @@ token file the server may listen on loopback only, and loopback clients are the 
 from __future__ import annotations
 
 import csv
+import functools
 import hmac
 import ipaddress
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ def load_token_file(path: str | Path) -> dict[str, User]:
     return users
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
+    """Cached: asked on every request, and a client's address rarely changes."""
     if host == "localhost":
         return True
     try:

@@ -252,19 +252,23 @@ class ControlPlane:
 
     async def _start_components(self) -> None:
         from controlplane.client import Client
+        from controlplane.client.informer import SharedInformerFactory
 
         if not (self.settings.scheduler or self.settings.controllers):
             return
         client = Client(self.url, self.admin_token, user_agent="peapod-controlplane")
         self._components.append(client.close)
+        # One informer per kind for every component of this process: one watch and one cached copy of
+        # each pod, however many controllers look at pods.
+        informers = SharedInformerFactory(client)
         if self.settings.scheduler:
             from controlplane.scheduler import Scheduler
 
-            scheduler = Scheduler(client)
+            scheduler = Scheduler(client, informers=informers)
             await scheduler.start()
             self._components.append(scheduler.stop)
         if self.settings.controllers:
-            self.controllers = ControllerManager(client, self.settings.controller)
+            self.controllers = ControllerManager(client, self.settings.controller, informers)
             self._components.append(self.controllers.stop)
             await self.controllers.start()
 

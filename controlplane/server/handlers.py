@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import builtins
-import copy
 import datetime as dt
 import secrets
 import uuid
@@ -59,13 +58,14 @@ from controlplane.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from controlplane.store import KeyValue
 
 from . import errors
 from .admission import DefaultTolerationSeconds
 from .allocators import AllocationError, RangeAllocator
 from .request import RequestInfo, decode_body
 from .services import ServiceRegistry
-from .storage import ObjectStorage, encode, parse_rv
+from .storage import ObjectStorage, clone, decode, decode_all, encode, gc_paused, parse_rv, stamp
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 PATCH_TYPES = (
@@ -208,26 +208,48 @@ class API:
         assert ri.name is not None
         return await self.storage.get(ri.info, ri.namespace, ri.name)
 
+    async def get_encoded(self, ri: RequestInfo) -> bytes:
+        """:meth:`get` as its JSON, straight from the stored bytes."""
+        assert ri.name is not None
+        return await self.storage.get_encoded(ri.info, ri.namespace, ri.name)
+
     async def list(self, ri: RequestInfo, q: ListQuery) -> tuple[int, list[TopLevel], str | None]:
         """Matching objects, one page; returns (revision, items, continue token or None)."""
+        rev, page, token = await self._select(ri, q)
+        with gc_paused():
+            return rev, [obj if obj is not None else decode(ri.info, kv) for kv, obj in page], token
+
+    async def list_encoded(
+        self, ri: RequestInfo, q: ListQuery
+    ) -> tuple[int, builtins.list[bytes], str | None]:
+        """:meth:`list` with each item as its JSON, straight from the stored bytes: a LIST answered as
+        JSON decodes nothing unless a selector has to look inside the objects."""
+        rev, page, token = await self._select(ri, q)
+        return rev, [stamp(ri.info, kv) for kv, _ in page], token
+
+    async def _select(
+        self, ri: RequestInfo, q: ListQuery
+    ) -> tuple[int, builtins.list[tuple[KeyValue, TopLevel | None]], str | None]:
+        """One page of matching key-values, each with its object when a selector had to decode it."""
         info = ri.info
         start = q.continue_key
         revision = q.revision
-        out: list[TopLevel] = []
+        out: builtins.list[tuple[KeyValue, TopLevel | None]] = []
+        filtered = q.labels is not None or q.fields is not None
         # With selectors, read in larger pages than asked for: most of what is read may not match.
-        batch = max(q.limit, 500) if q.labels or q.fields else q.limit
+        batch = max(q.limit, 500) if filtered else q.limit
         while True:
-            rev, items, next_key = await self.storage.list(
+            rev, kvs, next_key = await self.storage.list_values(
                 info, ri.namespace, revision=revision, start_key=start, limit=batch
             )
             revision = rev
-            for obj in items:
-                if q.matches(obj):
-                    out.append(obj)
+            objs = decode_all(info, kvs) if filtered else [None] * len(kvs)
+            for i, (kv, obj) in enumerate(zip(kvs, objs, strict=True)):
+                if obj is None or q.matches(obj):
+                    out.append((kv, obj))
                     if q.limit and len(out) == q.limit:
-                        last = info.key(meta(obj).namespace, meta(obj).name or "")
-                        more = next_key is not None or obj is not items[-1]
-                        return rev, out, encode_continue(rev, last + "\x00") if more else None
+                        more = next_key is not None or i + 1 < len(kvs)
+                        return rev, out, encode_continue(rev, kv.key + "\x00") if more else None
             if next_key is None:
                 return rev, out, None
             start = next_key
@@ -353,7 +375,7 @@ class API:
         expected = parse_rv(meta(new).resource_version)
 
         async def compute(current: TopLevel) -> TopLevel:
-            return copy.deepcopy(new)
+            return clone(new)
 
         return await self._update(ri, compute, expected, opts)
 
@@ -385,7 +407,9 @@ class API:
                     patched = apply_strategic_merge_patch(doc, patch, ri.info.kind)
             except PatchError as exc:
                 raise errors.unprocessable(f"the patch could not be applied: {exc}") from None
-            new = decode_as(target_type, ri.info, patched, opts, ri.name or "")
+            # A merge patch only adds keys the patch has (null deletes): only those can be unknown.
+            added = _without_nulls(patch) if media == "application/merge-patch+json" else patched
+            new = decode_as(target_type, ri.info, patched, opts, ri.name or "", unknown_in=added)
             if ri.subresource == "scale":
                 return self._apply_scale(current, new)
             return new
@@ -412,17 +436,18 @@ class API:
             current_rv = int(meta(current).resource_version or 0)
             if expected and expected != current_rv:
                 raise errors.conflict(info.plural, ri.name, errors.STALE, info.group)
-            proposed = await compute(copy.deepcopy(current))
+            proposed = await compute(clone(current))
             undo = finish = None
             hook = self.update_hooks.get(info.kind) if ri.subresource is None else None
             if hook is not None:
                 undo, finish = await hook(current, proposed)
             try:
                 new = self._prepare_update(ri, proposed, current)
-                if encode(new) == encode(current) or opts.dry_run:
+                unchanged = encode(new) == encode(current)
+                if unchanged or opts.dry_run:
                     if undo is not None:
                         await undo()
-                    return current if encode(new) == encode(current) else new
+                    return current if unchanged else new
                 updated = await self.storage.update(info, new, current_rv)
             except errors.APIError as exc:
                 if undo is not None:
@@ -449,7 +474,7 @@ class API:
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
         if ri.subresource in ("status", "finalize"):
-            result = copy.deepcopy(old)
+            result = clone(old)
             if ri.subresource == "status":
                 result.status = new.status  # type: ignore[attr-defined]
             else:
@@ -457,7 +482,7 @@ class API:
             new = result
         else:
             if info.has_status and ri.subresource is None:
-                new.status = copy.deepcopy(old.status)  # type: ignore[attr-defined]
+                new.status = clone(old.status)  # type: ignore[attr-defined]
             nm.name, nm.namespace = om.name, om.namespace
             nm.uid, nm.creation_timestamp = om.uid, om.creation_timestamp
             nm.deletion_timestamp = om.deletion_timestamp
@@ -761,9 +786,28 @@ def gc_finalizers(info: ResourceInfo, finalizers: list[str] | None, options: Del
     return out
 
 
-def decode_as(cls: type[Any], info: ResourceInfo, raw: Any, opts: WriteOptions, name: str = "") -> Any:
+def _without_nulls(doc: Any) -> Any:
+    """A merge patch without its deletions (keys set to null), recursively through objects."""
+    if not isinstance(doc, dict):
+        return doc
+    return {k: _without_nulls(v) for k, v in doc.items() if v is not None}
+
+
+_SAME: Any = object()
+
+
+def decode_as(
+    cls: type[Any],
+    info: ResourceInfo,
+    raw: Any,
+    opts: WriteOptions,
+    name: str = "",
+    *,
+    unknown_in: Any = _SAME,
+) -> Any:
     """Convert plain values to ``cls`` (400 naming the field on a type error), applying the field
-    validation mode to fields ``cls`` does not declare."""
+    validation mode to fields ``cls`` does not declare. ``unknown_in`` is where such fields can be, when
+    the caller knows it is a smaller document than ``raw`` (a merge patch of an object already typed)."""
     kind = cls.__name__
     if not isinstance(raw, dict):
         raise errors.bad_request(
@@ -778,7 +822,7 @@ def decode_as(cls: type[Any], info: ResourceInfo, raw: Any, opts: WriteOptions, 
         )
     name = name or str((raw.get("metadata") or {}).get("name") or "")
     if opts.field_validation != "Ignore":
-        unknown = validation.find_unknown_fields(raw, cls)
+        unknown = validation.find_unknown_fields(raw if unknown_in is _SAME else unknown_in, cls)
         if unknown and opts.field_validation == "Strict":
             raise errors.unknown_fields(kind, name, unknown, info.group if cls is info.type else "")
         opts.warnings.extend(f'unknown field "{f}"' for f in unknown)

@@ -3,12 +3,17 @@
 Objects are stored as msgspec JSON without ``metadata.resourceVersion``; the key's revision is put back
 on every read, so the resourceVersion a client sees is always the store's revision of that write.
 Store errors become API errors here, so handlers never see a raw ``KeyExists`` or ``Conflict``.
+
+Reads that only pass objects on (a LIST answered as JSON) need not decode them at all: :func:`stamp`
+splices the resourceVersion into the stored bytes, which are already the object's JSON.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+import gc
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
 import msgspec
@@ -49,6 +54,36 @@ def decode(info: ResourceInfo, kv: KeyValue) -> TopLevel:
     return obj
 
 
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def clone(obj: S) -> S:
+    """A deep copy through msgspec (what storage does to every object anyway): several times faster
+    than ``copy.deepcopy``, which walks the Structs in Python."""
+    return _decoder(type(obj)).decode(_encoder.encode(obj))
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Decoding thousands of objects in one go makes the cyclic collector run full collections part way
+    through, each walking the whole (growing) heap: about half the CPU of decoding a 10,000-pod list.
+    Paused for the decode (no await inside, so nothing else on the loop runs), it runs once afterwards."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def decode_all(info: ResourceInfo, kvs: Iterable[KeyValue]) -> builtins.list[TopLevel]:
+    """Many stored values decoded at once (see :func:`gc_paused`)."""
+    with gc_paused():
+        return [decode(info, kv) for kv in kvs]
+
+
 def encode(obj: TopLevel) -> bytes:
     """Encode for storage: the resourceVersion is the store's business, not the value's."""
     meta = obj.metadata  # type: ignore[attr-defined]
@@ -58,6 +93,24 @@ def encode(obj: TopLevel) -> bytes:
         return _encoder.encode(obj)
     finally:
         meta.resource_version = rv
+
+
+_METADATA = b'"metadata":{'
+
+
+def stamp(info: ResourceInfo, kv: KeyValue) -> bytes:
+    """A stored value as the API serves it: the same JSON with ``metadata.resourceVersion`` set to the
+    key's revision, without decoding it. Values are written by :func:`encode` (``apiVersion``, ``kind``,
+    then ``metadata``, no resourceVersion); anything not in that shape is decoded and re-encoded."""
+    value = kv.value
+    at = value.find(_METADATA, 0, 256)
+    # The key is the top-level one when no object opens before it: a JSON string cannot hold the
+    # pattern (its quotes would be escaped). No stored value has a resourceVersion (encode drops it).
+    if at < 0 or value[:1] != b"{" or value.find(b"{", 1, at) >= 0:
+        return _encoder.encode(decode(info, kv))
+    end = at + len(_METADATA)
+    rv = b'"resourceVersion":"%d"' % kv.mod_revision
+    return value[:end] + rv + (b"" if value[end : end + 1] == b"}" else b",") + value[end:]
 
 
 def name_of(obj: TopLevel) -> str:
@@ -105,6 +158,13 @@ class ObjectStorage:
             raise errors.not_found(info.plural, name, info.group)
         return decode(info, kv)
 
+    async def get_encoded(self, info: ResourceInfo, namespace: str | None, name: str) -> bytes:
+        """:meth:`get` as the JSON served, without decoding (see :func:`stamp`)."""
+        kv = await self.backend.get(info.key(namespace, name))
+        if kv is None:
+            raise errors.not_found(info.plural, name, info.group)
+        return stamp(info, kv)
+
     async def try_get(self, info: ResourceInfo, namespace: str | None, name: str) -> TopLevel | None:
         kv = await self.backend.get(info.key(namespace, name))
         return None if kv is None else decode(info, kv)
@@ -119,13 +179,28 @@ class ObjectStorage:
         limit: int = 0,
     ) -> tuple[int, list[TopLevel], str | None]:
         """One page of objects. Returns (revision read at, objects, key to continue from or None)."""
+        rev, kvs, next_key = await self.list_values(
+            info, namespace, revision=revision, start_key=start_key, limit=limit
+        )
+        return rev, decode_all(info, kvs), next_key
+
+    async def list_values(
+        self,
+        info: ResourceInfo,
+        namespace: str | None,
+        *,
+        revision: int = 0,
+        start_key: str = "",
+        limit: int = 0,
+    ) -> tuple[int, builtins.list[KeyValue], str | None]:
+        """:meth:`list` without decoding: the stored key-values, for callers that may not need objects."""
         prefix = info.prefix(namespace)
         try:
             rev, kvs, more = await self.backend.list(prefix, revision, start_key, limit)
         except Compacted as exc:
             raise errors.expired(exc.requested, exc.compacted + 1) from None
         next_key = kvs[-1].key + "\x00" if more and kvs else None
-        return rev, [decode(info, kv) for kv in kvs], next_key
+        return rev, kvs, next_key
 
     async def create(self, info: ResourceInfo, obj: T) -> T:
         with _as_api_errors(info, name_of(obj)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -26,6 +26,7 @@ from .request import RequestInfo
 from .watchcache import Change, Subscription, WatchCache
 
 _encoder = msgspec.json.Encoder()
+_CHUNK = 64 * 1024  # bytes of frames joined into one write
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,40 @@ class _Encoder:
             return change.encoded
         return _encoder.encode(obj)
 
+    def change_frame(self, change: Change, kind: str) -> bytes:
+        """The frame for ``change`` seen as ``kind``. A plain JSON frame of the change's own type is
+        built once and the same bytes go to every watcher that gets it."""
+        if kind == "DELETED" and change.type == "MODIFIED" and change.prev is not None:
+            # It stopped matching the selector: like Kubernetes, the watcher is shown the object as it
+            # last matched, at the change's resourceVersion.
+            gone = _at_revision(change.prev, change.revision)
+            return frame(kind, self.object_bytes(gone))
+        if kind != change.type or self.params.as_table:
+            return frame(kind, self.object_bytes(change.obj, change))
+        if change.framed is None:
+            change.framed = frame(kind, self.object_bytes(change.obj, change))
+        return change.framed
+
+
+def _at_revision(obj: TopLevel, revision: int) -> TopLevel:
+    meta = msgspec.structs.replace(obj.metadata, resource_version=str(revision))  # type: ignore[attr-defined]
+    return msgspec.structs.replace(obj, metadata=meta)
+
+
+def _chunks(frames: Iterable[bytes]) -> Iterator[bytes]:
+    """Frames joined into chunks of about ``_CHUNK`` bytes: each chunk costs a trip through Starlette,
+    uvicorn, h11 and a socket write whatever its size, and a bounded size bounds the copies."""
+    chunk: list[bytes] = []
+    size = 0
+    for f in frames:
+        chunk.append(f)
+        size += len(f)
+        if size >= _CHUNK:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+    if chunk:
+        yield b"".join(chunk)
+
 
 def _classify(change: Change, q: ListQuery) -> str | None:
     """The event type this watcher sees for a change, given its selectors (None: not its business)."""
@@ -110,8 +145,8 @@ async def watch_stream(
         if params.resource_version in ("", "0"):
             revision, items, _ = await api.list(ri, ListQuery(q.labels, q.fields, 0, 0, "", 0))
             sub = cache.subscribe(ri.info.prefix(ri.namespace), revision)
-            for obj in items:
-                yield frame("ADDED", enc.object_bytes(obj))
+            for chunk in _chunks(frame("ADDED", enc.object_bytes(obj)) for obj in items):
+                yield chunk
         else:
             try:
                 after = int(params.resource_version)
@@ -119,18 +154,26 @@ async def watch_stream(
                 raise errors.bad_request(f'invalid resourceVersion "{params.resource_version}"') from None
             sub = cache.subscribe(ri.info.prefix(ri.namespace), after)
         last_bookmark = loop.time()
-        while (remaining := deadline - loop.time()) > 0:
-            wait = remaining
+        plain = q.labels is None and q.fields is None
+        while loop.time() < deadline:
+            wake = deadline
             if params.bookmarks:
-                wait = min(wait, max(0.0, last_bookmark + params.bookmark_interval - loop.time()))
-            batch = await sub.next_batch(wait)
-            for change in batch:
-                kind = _classify(change, q)
-                if kind is not None:
-                    yield frame(kind, enc.object_bytes(change.obj, change))
+                wake = min(wake, last_bookmark + params.bookmark_interval)
+            batch = await sub.next_batch_until(wake)
+            if batch:
+                # Everything that is ready goes out together (a watcher that fell behind, a replay).
+                if plain:
+                    frames = [enc.change_frame(c, c.type) for c in batch]
+                else:
+                    frames = [enc.change_frame(c, k) for c in batch if (k := _classify(c, q)) is not None]
+                if len(frames) == 1:
+                    yield frames[0]
+                else:
+                    for chunk in _chunks(frames):
+                        yield chunk
             if params.bookmarks and loop.time() >= last_bookmark + params.bookmark_interval:
                 last_bookmark = loop.time()
-                if sub.queue.empty():
+                if sub.idle():
                     yield frame("BOOKMARK", bookmark(ri, sub.delivered_revision()))
     except errors.APIError as exc:
         yield frame("ERROR", _encoder.encode(exc.status))

@@ -31,10 +31,21 @@ Concurrency model (all on one event loop; SQLite work runs on aiosqlite's per-co
       subscribes when it is created, reads history from the table when first iterated, then switches to
       the live buffer, dropping live events it already delivered from history: gap-free, duplicate-free.
       A watch whose buffer overflows is dropped and raises :class:`WatchClosed` (the watcher re-lists).
-    * Compaction: a background task (and :meth:`SQLiteBackend.compact`) deletes superseded rows and
-      tombstones in short windows of revisions, each its own transaction, so the write lock is never held
-      long. It never compacts past what the local poller has already fanned out, so live watches lose
-      nothing.
+    * Compaction: a background task (and :meth:`SQLiteBackend.compact`) first records the new compacted
+      revision (from then on reads and watches below it raise :class:`Compacted`, so nothing can observe
+      the deletions), then deletes the garbage at or below it (superseded rows, tombstones) in windows of
+      consecutive keys, each its own short transaction, so the write lock is never held long. Windows go
+      by key, not by revision: a key's rows sit together in both indexes, while a window of revisions of
+      many keys updated in turn touched an index page per key for one row each (with secure_delete ON,
+      below, compacting 100,000 revisions of 1,000 keys wrote 10 GB to disk; now 0.6 GB). Windows are
+      sized to take about ``_COMPACT_TXN_SECONDS``; the WAL is checkpointed between them, outside the
+      write lock (see :meth:`SQLiteBackend._set_autocheckpoint`). A crash between the steps only leaves
+      garbage: the next compaction removes the superseded rows (a tombstone may stay, which reads treat as
+      the deleted key it is). Compaction never goes past what the local poller has fanned out, so live
+      watches lose nothing.
+    * The write connection uses ``secure_delete = FAST``: deleted rows are zeroed only where that costs no
+      extra I/O (Debian builds SQLite with secure_delete ON, which rewrites every freed page: a third more
+      WAL frames at compaction). Freed pages may keep old bytes until reused, as etcd's bbolt does.
 """
 
 from __future__ import annotations
@@ -47,10 +58,10 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
@@ -67,12 +78,19 @@ from .backend import (
 
 __all__ = ["SQLiteBackend", "SQLiteWatch"]
 
+_T = TypeVar("_T")
+
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256  # writes per group-commit transaction
 _HISTORY_PAGE = 500  # rows per history read of a watch
 _POLL_PAGE = 1000  # rows per poller read
-_COMPACT_STEP = 1000  # revisions per compaction transaction
+_COMPACT_ROWS = 2000  # rows (of a run of keys) in the first compaction transaction; later ones sized by time
+_COMPACT_MIN_ROWS = 200
+_COMPACT_MAX_ROWS = 50_000
+_COMPACT_TXN_SECONDS = 0.05  # aim for compaction transactions this long (the write lock is held that long)
+_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default WAL autocheckpoint, restored after a compaction
+_WRITER_CACHE_KIB = 16_384  # page cache of the write connection (SQLite's default is 2,000 KiB)
 _READERS = 3  # read connections in the pool
 _BUSY_TIMEOUT_MS = 10_000
 _STOP_TIMEOUT = 5.0  # seconds to wait for a background task at close()
@@ -129,14 +147,20 @@ SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'kv'), 0),
        COALESCE((SELECT value FROM meta WHERE key = 'compacted_revision'), 0)
 """
 _SQL_POLL = f"SELECT {_ROW} FROM kv WHERE id > ? ORDER BY id LIMIT ?"
-# Every row that some row in the window names as its prev_revision is superseded. This must run before the
-# tombstones of the window are deleted, or the rows those tombstones supersede would be missed.
-_SQL_COMPACT_SUPERSEDED = """
-DELETE FROM kv WHERE id IN (SELECT prev_revision FROM kv WHERE id > ? AND id <= ? AND prev_revision > 0)
-RETURNING id
+# Compaction garbage of the keys matching {cond}: every row at or below the target that is not its key's
+# latest row at the target, and that latest row too when it is a tombstone written after the previous
+# compaction (older ones were removed then). The covering-index test comes first, and the id test keeps
+# the table reads to the keys written since the previous compaction.
+_SQL_COMPACT_KEYS = """
+DELETE FROM kv WHERE id IN (
+    SELECT k.id FROM kv AS k WHERE {cond} AND k.id <= :target
+    AND (k.id < (SELECT MAX(l.id) FROM kv AS l WHERE l.name = k.name AND l.id <= :target)
+         OR (k.id > :since AND k.deleted = 1)))
 """
-_SQL_COMPACT_TOMBSTONES = "DELETE FROM kv WHERE id > ? AND id <= ? AND deleted = 1 RETURNING id"
-_SQL_SET_COMPACTED = "UPDATE meta SET value = ? WHERE key = 'compacted_revision'"
+# The name ``rows`` index entries on from :low: the end of a window of about that many rows.
+_SQL_COMPACT_BOUND = "SELECT name FROM kv WHERE name >= ? ORDER BY name LIMIT 1 OFFSET ?"
+_SQL_NEXT_NAME = "SELECT MIN(name) FROM kv WHERE name > ?"
+_SQL_SET_COMPACTED = "UPDATE meta SET value = MAX(value, ?) WHERE key = 'compacted_revision'"
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -177,6 +201,13 @@ def _live(row: Sequence[Any] | None) -> KeyValue | None:
     if row is None or row[3]:
         return None
     return KeyValue(row[1], bytes(row[6]), row[4], row[0])
+
+
+def _next_compact_rows(rows: int, elapsed: float) -> int:
+    """The next compaction window: scaled toward ``_COMPACT_TXN_SECONDS``, at most doubling or halving."""
+    scale = _COMPACT_TXN_SECONDS / elapsed if elapsed > 0 else 2.0
+    scaled = int(rows * min(2.0, max(0.5, scale)))
+    return min(_COMPACT_MAX_ROWS, max(_COMPACT_MIN_ROWS, scaled))
 
 
 def _first(rows: Iterable[Any]) -> Any:
@@ -353,6 +384,8 @@ class SQLiteBackend:
             writer = await self._connect(readonly=False)
             self._writer_conn = writer
             await writer.execute_fetchall("PRAGMA journal_mode = WAL")
+            await writer.execute_fetchall("PRAGMA secure_delete = FAST")
+            await writer.execute_fetchall(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")
             await writer.executescript(_SCHEMA)
             for _ in range(_READERS):
                 conn = await self._connect(readonly=True)
@@ -677,6 +710,8 @@ class SQLiteBackend:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poll_wake.wait(), self._poll_interval)
             self._poll_wake.clear()
+            if self._closing:  # close() is stopping us: the connections are about to go
+                return
             try:
                 await self._poll_once()
             except asyncio.CancelledError:
@@ -729,35 +764,78 @@ class SQLiteBackend:
                     break
                 await self._wait_poll_round()
             target = min(target, self._poll_rev)
+            if target <= compacted:
+                return 0
+            await self._write_transaction(self._mark_compacted, target)
             removed = 0
-            low = compacted
-            while low < target:
-                high = min(low + _COMPACT_STEP, target)
-                n, low = await self._compact_step(low, high)
-                removed += n
+            low: str | None = ""
+            rows = _COMPACT_ROWS
+            await self._set_autocheckpoint(0)
+            try:
+                while low is not None:
+                    started = time.perf_counter()
+                    n, low = await self._write_transaction(self._compact_keys, low, rows, compacted, target)
+                    removed += n
+                    rows = _next_compact_rows(rows, time.perf_counter() - started)
+                    await self._checkpoint()
+            finally:
+                with contextlib.suppress(Exception):  # shielded: a cancelled compact() still restores it
+                    await asyncio.shield(self._set_autocheckpoint(_AUTOCHECKPOINT_PAGES))
             return removed
 
-    async def _compact_step(self, low: int, high: int) -> tuple[int, int]:
-        """Compact the window (low, high] in one short transaction and record ``high`` as compacted."""
+    async def _set_autocheckpoint(self, pages: int) -> None:
+        """While compacting, the writer's commits do not checkpoint (a checkpoint of a window's pages in
+        its commit held the write lock for hundreds of ms on a busy disk); :meth:`_checkpoint` does it
+        between windows instead, without the write lock."""
+        async with self._write_lock:
+            if self._writer_conn is not None:
+                await self._writer_conn.execute_fetchall(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL back to the database from a read connection: PASSIVE, so writers go on."""
+        async with self._reader() as conn:
+            await conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def _write_transaction(self, body: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """Run ``body(conn, *args)`` in one write transaction on the write connection, between batches."""
         async with self._write_lock:
             self._check_open()
             conn = self._writer_conn
             assert conn is not None
             await conn.execute_fetchall("BEGIN IMMEDIATE")
             try:
-                _, compacted = await self._read_heads(conn)
-                if compacted >= high:  # another process got here first
-                    await conn.execute_fetchall("COMMIT")
-                    return 0, compacted
-                low = max(low, compacted)
-                superseded = await conn.execute_fetchall(_SQL_COMPACT_SUPERSEDED, (low, high))
-                tombstones = await conn.execute_fetchall(_SQL_COMPACT_TOMBSTONES, (low, high))
-                await conn.execute_fetchall(_SQL_SET_COMPACTED, (high,))
+                result = await body(conn, *args)
                 await conn.execute_fetchall("COMMIT")
             except BaseException:
                 await self._rollback(conn)
                 raise
-        return len(list(superseded)) + len(list(tombstones)), high
+        return result
+
+    @staticmethod
+    async def _mark_compacted(conn: aiosqlite.Connection, target: int) -> None:
+        await conn.execute_fetchall(_SQL_SET_COMPACTED, (target,))
+
+    @staticmethod
+    async def _compact_keys(
+        conn: aiosqlite.Connection, low: str, rows: int, since: int, target: int
+    ) -> tuple[int, str | None]:
+        """Delete the garbage at or below ``target`` (compacted before: up to ``since``) of the keys from
+        ``low`` on, about ``rows`` rows of them. Returns (rows removed, the next window's first key or None
+        when done)."""
+        bound = _first(await conn.execute_fetchall(_SQL_COMPACT_BOUND, (low, rows)))
+        params: dict[str, Any] = {"low": low, "since": since, "target": target}
+        nxt: str | None
+        if bound is None:  # the rest of the keys
+            cond, nxt = "k.name >= :low", None
+        elif bound[0] == low:  # one key with more than ``rows`` rows: alone in its window
+            cond = "k.name = :low"
+            nxt = _first(await conn.execute_fetchall(_SQL_NEXT_NAME, (low,)))[0]
+        else:
+            cond, nxt = "k.name >= :low AND k.name < :high", bound[0]
+            params["high"] = bound[0]
+        await conn.execute_fetchall(_SQL_COMPACT_KEYS.format(cond=cond), params)
+        removed = _first(await conn.execute_fetchall("SELECT changes()"))[0]
+        return int(removed), nxt
 
     async def _retention_target(self) -> int:
         """The revision to compact to: keep at least ``keep_seconds`` and ``keep_revisions`` of history."""

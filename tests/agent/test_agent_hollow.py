@@ -63,6 +63,17 @@ async def reasons(client: Client, name: str) -> list[str]:
     return [e.reason for e in events if e.involved_object.name == name and isinstance(e.reason, str)]
 
 
+async def recorded(client: Client, name: str, *wanted: str) -> None:
+    """Wait for the pod's events to include every reason in ``wanted`` (the agent posts its events in
+    the background, so they may follow the status that prompted them by a moment)."""
+
+    async def there() -> bool:
+        found = await reasons(client, name)
+        return all(w in found for w in wanted)
+
+    await eventually(there, f"events {', '.join(wanted)} of {name}")
+
+
 async def test_registers_a_ready_node_and_renews_its_lease(
     client: Client, node: tuple[Agent, HollowRuntime]
 ) -> None:
@@ -100,9 +111,13 @@ async def test_pod_runs_and_reports_status_and_events(
     assert all(s.ready and s.restart_count == 0 and s.state and s.state.running for s in statuses)
     conditions = {c.type: c.status for c in p.status.conditions or []}
     assert conditions["Ready"] == "True" and conditions["ContainersReady"] == "True"
-    got = await eventually(lambda: reasons(client, "web"), "events")
-    assert {"Scheduled", "Pulled", "Created", "Started"} <= set(got)
-    created = [e for e in (await client.list(Event, "default")).items if e.reason == "Created"]
+    await recorded(client, "web", "Scheduled", "Pulled", "Created", "Started")
+
+    async def both_created() -> list[Event] | None:  # the agent posts events in the background
+        found = [e for e in (await client.list(Event, "default")).items if e.reason == "Created"]
+        return found if len(found) >= 2 else None
+
+    created = await eventually(both_created, "Created events of both containers")
     assert sorted(e.involved_object.field_path or "" for e in created) == [
         "spec.containers{c0}",
         "spec.containers{c1}",
@@ -148,7 +163,7 @@ async def test_crash_restarts_with_growing_back_off(
 
     await eventually(longer, "a doubled back-off")
     await eventually(lambda: restarted(3), "restart 3")
-    assert "BackOff" in await reasons(client, "crashy")
+    await recorded(client, "crashy", "BackOff")
 
 
 async def test_dead_infra_container_recreates_the_sandbox(
@@ -174,7 +189,7 @@ async def test_dead_infra_container_recreates_the_sandbox(
         )
 
     await eventually(running_again, "running again with restartCount 1")
-    assert "SandboxChanged" in await reasons(client, "boxed")
+    await recorded(client, "boxed", "SandboxChanged")
 
 
 async def test_delete_finishes_after_stopping(client: Client, node: tuple[Agent, HollowRuntime]) -> None:
@@ -192,7 +207,7 @@ async def test_delete_finishes_after_stopping(client: Client, node: tuple[Agent,
 
     await eventually(deleted, "the agent to finish the deletion")
     assert made.metadata.uid not in runtime.sandboxes
-    assert "Killing" in await reasons(client, "gone")
+    await recorded(client, "gone", "Killing")
 
 
 @pytest.mark.parametrize(("code", "phase"), [(0, "Succeeded"), (1, "Failed")])
@@ -362,7 +377,7 @@ async def test_the_network_seam_gives_pods_their_ip(client: Client) -> None:
         assert running.status.pod_ip == "10.244.0.7"
         assert [ip.ip for ip in running.status.pod_ips or []] == ["10.244.0.7"]
         # The failed attempt left the sandbox waiting, explained, and the retry wired that same sandbox.
-        assert "FailedCreatePodSandBox" in await reasons(client, "addressed")
+        await recorded(client, "addressed", "FailedCreatePodSandBox")
         sandboxes = await runtime.list_sandboxes()
         assert [s.id for s in sandboxes] == network.attached
         await client.delete(Pod, "addressed", "default")

@@ -17,7 +17,7 @@ from controlplane.api import Pod
 from controlplane.client import Client, NotFound
 from tests.support import eventually
 
-from .test_agent_hollow import _phase, node, reasons, status_of
+from .test_agent_hollow import _phase, node, recorded, status_of
 
 __all__ = ["node"]  # the shared fixture, used by name
 
@@ -53,7 +53,7 @@ async def test_readiness_decides_ready_and_comes_back(
     pod = await eventually(running_not_ready, "Running but not Ready while the probe fails")
     assert await condition(client, "web", "Ready") == "False"
     assert (pod.status.container_statuses or [])[0].restart_count == 0  # readiness never restarts
-    assert "Unhealthy" in await reasons(client, "web")
+    await recorded(client, "web", "Unhealthy")
     runtime.exec_codes["check-ready"] = 0
 
     async def ready() -> bool:
@@ -88,8 +88,7 @@ async def test_failing_liveness_restarts_the_container(
         return pod if statuses and statuses[0].restart_count >= 1 else None
 
     await eventually(restarted, "a restart after two failed liveness probes")
-    found = await reasons(client, "sick")
-    assert "Unhealthy" in found and "Killing" in found
+    await recorded(client, "sick", "Unhealthy", "Killing")
     runtime.exec_codes["alive"] = 0
 
 
@@ -245,12 +244,7 @@ async def test_a_failing_post_start_hook_kills_the_container(
     }
     await client.create(make("badhook", [container], terminationGracePeriodSeconds=0))
 
-    async def failed_hook() -> list[str] | None:
-        found = await reasons(client, "badhook")
-        return found if "FailedPostStartHook" in found else None
-
-    found = await eventually(failed_hook, "a FailedPostStartHook event")
-    assert "Killing" in found
+    await recorded(client, "badhook", "FailedPostStartHook", "Killing")
     runtime.exec_codes["broken-hook"] = 0
 
     async def restarted_and_running() -> bool:

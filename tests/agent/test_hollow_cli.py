@@ -72,3 +72,28 @@ async def test_agent_command_with_the_hollow_runtime(controlplane: ControlPlane,
     assert "peapod agent solo (127.0.0.1) running" in out
     node = await client.get(Node, "solo")
     assert (node.metadata.annotations or {}).get("peapod.io/agent-address", "").startswith("127.0.0.1:")
+
+
+async def test_hollow_nodes_without_the_proxy_and_with_their_own_intervals(
+    controlplane: ControlPlane, client: Client
+) -> None:
+    args = ["hollow-nodes", "--count", "3", "--prefix", "np-", "--no-proxy", "--lease-interval", "1"]
+    args += ["--status-interval", "5", "--register-batch", "2", "-s", controlplane.url]
+    code, out = await run_until_ready(args, client, {f"np-{i}" for i in range(3)})
+    assert code == 0, out
+    assert "3 hollow nodes running (np-0..np-2)" in out and "registered in" in out
+
+
+async def test_hollow_nodes_bad_flags_are_clear_errors(controlplane: ControlPlane) -> None:
+    for bad, message in (
+        (["--cluster-cidr", "10.300.0.0/16"], "--cluster-cidr"),
+        (["--lease-interval", "0"], "--lease-interval"),
+        (["--register-batch", "0"], "--register-batch"),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            PEA, "hollow-nodes", "--count", "1", *bad, "-s", controlplane.url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode != 0
+        assert message in out.decode() and "Traceback" not in out.decode()

@@ -16,13 +16,24 @@ from agent.runtime.images import BUSYBOX_IMAGE
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
 from controlplane.api import Pod
-from controlplane.client import NotFound
+from controlplane.client import Client, NotFound
 from tui.cli import run
 
 from .cluster import cluster, container_state, eventually, get, manifest, reasons, running, sh, start_agent
 from .conftest import NODE, MakePod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+
+async def recorded(client: Client, name: str, *wanted: str) -> None:
+    """Wait for the pod's events to include every reason in ``wanted`` (the agent posts its events in
+    the background, so they may follow the status that prompted them by a moment)."""
+
+    async def there() -> bool:
+        found = await reasons(client, name)
+        return all(w in found for w in wanted)
+
+    await eventually(there, f"events {', '.join(wanted)} of {name}")
 
 
 async def test_two_container_pod_with_infra_container(
@@ -83,7 +94,7 @@ async def test_killed_containers_come_back(
 
         await eventually(new_sandbox, "a re-created sandbox")
         await eventually(lambda: running(client, "php-test", restarts=2), "running in the new sandbox")
-        assert "SandboxChanged" in await reasons(client, "php-test")
+        await recorded(client, "php-test", "SandboxChanged")
 
 
 async def test_crash_loop_backs_off(podman_service: PodmanService, make_pod: MakePod, tmp_path: Path) -> None:
@@ -101,7 +112,7 @@ async def test_crash_loop_backs_off(podman_service: PodmanService, make_pod: Mak
         assert "restarting failed container=app" in message and "back-off 1s" in message
         s = await container_state(client, "crasher")
         assert s.last_state.terminated.exit_code == 3 and s.last_state.terminated.reason == "Error"
-        assert "BackOff" in await reasons(client, "crasher")
+        await recorded(client, "crasher", "BackOff")
 
 
 async def test_delete_removes_the_podman_pod(
@@ -122,7 +133,7 @@ async def test_delete_removes_the_podman_pod(
         await eventually(gone, "the agent to finish the deletion")
         pods = (await podman_api.get("/pods/json")).json() or []
         assert not [p for p in pods if p["Labels"].get("io.peapod.pod.uid") == pod.metadata.uid]
-        assert "Killing" in await reasons(client, "doomed")
+        await recorded(client, "doomed", "Killing")
 
 
 async def test_agent_restart_adopts_and_catches_up(
@@ -178,7 +189,8 @@ async def test_missing_image_and_bad_command_are_explained(
             lambda: waiting("badcmd", ("RunContainerError", "CrashLoopBackOff")), "cmd error"
         )
         assert command
-        assert "Failed" in await reasons(client, "noimage") and "Failed" in await reasons(client, "badcmd")
+        await recorded(client, "noimage", "Failed")
+        await recorded(client, "badcmd", "Failed")
         # The agent keeps doing its job for everything else.
         await eventually(lambda: running(client, "fine"), "an unrelated pod still starting")
 

@@ -20,6 +20,18 @@ from .conftest import MakePod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
+
+async def recorded(client: Client, name: str, *wanted: str) -> None:
+    """Wait for the pod's events to include every reason in ``wanted`` (the agent posts its events in
+    the background, so they may follow the status that prompted them by a moment)."""
+
+    async def there() -> bool:
+        found = await reasons(client, name)
+        return all(w in found for w in wanted)
+
+    await eventually(there, f"events {', '.join(wanted)} of {name}")
+
+
 HTTPD = "mkdir -p /var/www && exec httpd -f -p 8080 -h /var/www"
 
 
@@ -69,8 +81,7 @@ async def test_readiness_probe_gates_ready_and_liveness_restarts(
         live = {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2}
         await client.create(manifest("mortal", sh("app", script, livenessProbe=live)))
         await eventually(lambda: running(client, "mortal", restarts=1), "a restart by the liveness probe")
-        found = await reasons(client, "mortal")
-        assert "Unhealthy" in found and "Killing" in found
+        await recorded(client, "mortal", "Unhealthy", "Killing")
 
 
 async def test_tcp_startup_probe_and_post_start_hook(

@@ -304,9 +304,11 @@ def test_spreading_beats_packing_onto_the_biggest_node() -> None:
     )
 
 
-def test_decision_ties_go_to_the_lowest_name_and_failures_count_per_node() -> None:
-    nodes = [NodeInfo.of(make_node(n)) for n in ("c", "a", "b")]
+def test_decision_ties_go_to_the_first_examined_node_and_failures_count_per_node() -> None:
+    nodes = [NodeInfo.of(make_node(n)) for n in ("a", "b", "c")]  # the cache keeps them in name order
     assert schedule(PodInfo.of(make_pod("p")), nodes).node == "a"
+    assert schedule(PodInfo.of(make_pod("p")), nodes, start=1).node == "b"
+    assert schedule(PodInfo.of(make_pod("p")), nodes, start=5).node == "c"  # start wraps round
     nodes = [
         NodeInfo.of(make_node("small", cpu="100m")),
         NodeInfo.of(make_node("other", labels={"zone": "b"})),
