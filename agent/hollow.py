@@ -65,7 +65,7 @@ class HollowNodes:
         proxy: bool = True,
         cluster_cidr: str = CLUSTER_CIDR,
         proxy_record: int = 0,
-        max_requests: int = 32,
+        max_requests: int = 16,
         pod_workers: int = 2,
     ) -> None:
         """``proxy``: run each node's service proxy (rules computed, netlink faked); ``cluster_cidr``:

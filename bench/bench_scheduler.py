@@ -586,7 +586,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--timeout",
         type=float,
-        help="seconds from the first create until creating stops and waiting ends (default 100, quick 8)",
+        help="seconds from the first create until creating stops and waiting ends (default 240, quick 8)",
     )
     p.add_argument("--node-timeout", type=float, default=120.0, help="seconds to wait for the nodes Ready")
     p.add_argument("--no-e2e", action="store_true", help="only the algorithm alone")
@@ -599,7 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.pods = args.pods or (200 if args.quick else 10000)
     args.algo_nodes = args.algo_nodes or 1000
     args.algo_pods = args.algo_pods or (500 if args.quick else 10000)
-    args.timeout = args.timeout or (8.0 if args.quick else 100.0)
+    args.timeout = args.timeout or (8.0 if args.quick else 240.0)
     for name in ("nodes", "pods", "algo_nodes", "algo_pods", "clients"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -55,7 +55,7 @@ SUITE = [
     Bench("store", "bench_store.py", 200, 25, "store: SQLite beside etcd"),
     Bench("api", "bench_api.py", 150, 25, "API: creates, writes and gets under churn, lists"),
     Bench("watch", "bench_watch.py", 150, 25, "watch fan-out to 1,000 watchers"),
-    Bench("scheduler", "bench_scheduler.py", 300, 30, "scheduler: 1,000 hollow nodes, 10,000 pods"),
+    Bench("scheduler", "bench_scheduler.py", 420, 30, "scheduler: 1,000 hollow nodes, 10,000 pods"),
     Bench("rc", "bench_rc.py", 120, 25, "RC scale-up on hollow nodes, one process"),
     Bench("pods", "bench_pods.py", 180, 30, "pod start on real Podman beside Podman alone"),
     Bench("proxy", "bench_proxy.py", 120, 20, "service proxy on real nftables"),
@@ -76,7 +76,8 @@ class Outcome:
 
 def run_one(bench: Bench, quick: bool) -> Outcome:
     """Run one benchmark, echoing its output as it comes, and keep that output."""
-    argv = [sys.executable, str(HERE / bench.script)] + (["--quick"] if quick else [])
+    script = os.path.relpath(HERE / bench.script, ROOT)  # as the reproduce lines print it
+    argv = [sys.executable, script] + (["--quick"] if quick else [])
     limit = bench.quick_limit if quick else bench.limit
     print(f"\n=== {bench.name}: {shlex.join(argv)} (limit {limit:.0f} s)", flush=True)
     began = time.monotonic()
@@ -190,10 +191,9 @@ def table(outcomes: list[Outcome]) -> list[str]:
     return rows
 
 
-def section(outcomes: list[Outcome], quick: bool, started: str, info: str, seconds: float) -> str:
-    mode = "quick" if quick else "full"
+def section(outcomes: list[Outcome], command: str, started: str, info: str, seconds: float) -> str:
     out = [
-        f"## {started}: suite run ({mode}, `{_suite_command(quick)}`, {seconds / 60:.1f} min)",
+        f"## {started}: suite run (`{command}`, {seconds / 60:.1f} min)",
         "",
         f"Machine: {info}.",
         "",
@@ -219,10 +219,6 @@ def section(outcomes: list[Outcome], quick: bool, started: str, info: str, secon
             "",
         ]
     return "\n".join(out)
-
-
-def _suite_command(quick: bool) -> str:
-    return "just bench quick" if quick else "just bench"
 
 
 def insert(results: Path, text: str) -> None:
@@ -262,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table(outcomes)))
     results = args.results or (None if quick else RESULTS)
     if results is not None:
-        insert(results, section(outcomes, quick, started, info, seconds))
+        command = "just bench quick" if quick else "just bench"
+        if args.only:
+            command = f"just bench {args.mode} --only {args.only}"
+        insert(results, section(outcomes, command, started, info, seconds))
         print(f"\nwritten to {results}")
     bad = [o.bench.name for o in outcomes if _status(o) != "ok" and not _status(o).startswith("skipped")]
     if bad:

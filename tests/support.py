@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from controlplane.api import Pod
+from controlplane.api import Event, Pod
 from controlplane.api.meta import OwnerReference, TopLevel
 from controlplane.client import Client, NotFound
 from controlplane.server.controlplane import Settings
@@ -130,3 +130,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def reasons(client: Client, name: str, namespace: str = "default") -> list[str]:
+    """The reasons of the events about the object called ``name``, oldest first."""
+    return [
+        e.reason
+        for e in (await client.list(Event, namespace)).items
+        if e.involved_object.name == name and isinstance(e.reason, str)
+    ]
+
+
+async def recorded(client: Client, name: str, *wanted: str, timeout: float = 15.0) -> None:
+    """Wait for the pod's events to include every reason in ``wanted`` (the agent posts its events in
+    the background, so they may follow the status that prompted them by a moment)."""
+
+    async def there() -> bool:
+        found = await reasons(client, name)
+        return all(w in found for w in wanted)
+
+    await eventually(there, f"events {', '.join(wanted)} of {name}", timeout)

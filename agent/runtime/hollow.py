@@ -25,6 +25,9 @@ from .base import (
     SandboxInfo,
 )
 
+if TYPE_CHECKING:
+    from ..probes import AnswersNetworkProbes, Target
+
 _ids = itertools.count(1)
 
 
@@ -37,6 +40,8 @@ class HollowRuntime:
         # Exit codes of commands run by exec (probes, hooks), by the command's first word; 0 otherwise.
         self.exec_codes: dict[str, int] = {}
         self.execs: list[tuple[str, list[str]]] = []  # (container name, command), in order
+        # Ports whose httpGet/tcpSocket probes fail (nothing listens in a hollow container); others pass.
+        self.closed_ports: set[int] = set()
 
     async def start(self) -> None:
         return None
@@ -109,6 +114,12 @@ class HollowRuntime:
         self.execs.append((container.name, list(command)))
         return ExecResult(self.exec_codes.get(command[0] if command else "", 0), b"")
 
+    def network_probe(self, target: Target, port: int) -> tuple[bool, str]:
+        """An httpGet or tcpSocket probe of a hollow container: it answers unless its port is closed."""
+        if target.info.state != "running" or port in self.closed_ports:
+            return False, f"dial tcp {target.pod_ip or '127.0.0.1'}:{port}: connect: connection refused"
+        return True, ""
+
     async def events(self) -> AsyncIterator[RuntimeEvent]:
         while True:
             yield await self._events.get()
@@ -138,3 +149,4 @@ class HollowRuntime:
 
 if TYPE_CHECKING:  # the fake must keep satisfying the protocol the agent is written against.
     _conforms: Runtime = HollowRuntime("")
+    _answers: AnswersNetworkProbes = HollowRuntime("")

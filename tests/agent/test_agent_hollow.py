@@ -16,7 +16,7 @@ from agent.runtime.base import RuntimeFailure
 from agent.runtime.hollow import HollowRuntime
 from controlplane.api import ConfigMap, Event, Lease, Node, ObjectMeta, Pod
 from controlplane.client import Client, NotFound
-from tests.support import eventually
+from tests.support import eventually, recorded
 
 T = TypeVar("T")
 FAST = BackOffPolicy(initial=0.3, maximum=1.2, reset_after=600)
@@ -56,22 +56,6 @@ def pod(name: str, restart: str = "Always", containers: int = 1, **extra: Any) -
 
 async def status_of(client: Client, name: str) -> Pod:
     return await client.get(Pod, name, "default")
-
-
-async def reasons(client: Client, name: str) -> list[str]:
-    events = (await client.list(Event, "default")).items
-    return [e.reason for e in events if e.involved_object.name == name and isinstance(e.reason, str)]
-
-
-async def recorded(client: Client, name: str, *wanted: str) -> None:
-    """Wait for the pod's events to include every reason in ``wanted`` (the agent posts its events in
-    the background, so they may follow the status that prompted them by a moment)."""
-
-    async def there() -> bool:
-        found = await reasons(client, name)
-        return all(w in found for w in wanted)
-
-    await eventually(there, f"events {', '.join(wanted)} of {name}")
 
 
 async def test_registers_a_ready_node_and_renews_its_lease(

@@ -36,6 +36,30 @@ async def condition(client: Client, name: str, kind: str) -> str | None:
     return next((c.status for c in pod.status.conditions or () if c.type == kind), None)
 
 
+async def test_network_probes_are_answered_by_the_hollow_runtime(
+    client: Client, node: tuple[Agent, HollowRuntime]
+) -> None:
+    """httpGet and tcpSocket probes of hollow containers never open a connection: the runtime answers
+    for the port (closed ports fail, by number or by the container port's name)."""
+    _, runtime = node
+    runtime.closed_ports.add(8080)
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1}
+    ports = [{"name": "http", "containerPort": 8080}]
+    live = {"tcpSocket": {"port": 9090}, "periodSeconds": 1}
+    container = {"name": "app", "image": "busybox", "ports": ports, "readinessProbe": probe}
+    await client.create(make("net", [{**container, "livenessProbe": live}]))
+    await recorded(client, "net", "Unhealthy")
+    assert await condition(client, "net", "Ready") == "False"
+    runtime.closed_ports.clear()
+
+    async def ready() -> bool:
+        return await condition(client, "net", "Ready") == "True"
+
+    await eventually(ready, "Ready once the port answers")
+    pod = await status_of(client, "net")
+    assert (pod.status.container_statuses or [])[0].restart_count == 0  # the liveness port was open
+
+
 async def test_readiness_decides_ready_and_comes_back(
     client: Client, node: tuple[Agent, HollowRuntime]
 ) -> None:

@@ -20,7 +20,7 @@ from agent.runtime.images import BUSYBOX_IMAGE
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
 from agent.volumes import VolumeManager
-from controlplane.api import Event, Pod
+from controlplane.api import Pod
 from controlplane.client import Client
 from controlplane.server.controlplane import ControlPlane, Settings
 from tests import support
@@ -113,9 +113,9 @@ async def running(client: Client, name: str, restarts: int = 0) -> Pod | None:
     return pod if ok else None
 
 
-async def reasons(client: Client, name: str) -> list[str]:
-    return [
-        e.reason
-        for e in (await client.list(Event, "default")).items
-        if e.involved_object.name == name and isinstance(e.reason, str)
-    ]
+reasons = support.reasons
+
+
+async def recorded(client: Client, name: str, *wanted: str) -> None:
+    """Real Podman is slower than the hollow runtime: a longer bound."""
+    await support.recorded(client, name, *wanted, timeout=30)

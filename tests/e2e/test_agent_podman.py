@@ -16,24 +16,23 @@ from agent.runtime.images import BUSYBOX_IMAGE
 from agent.runtime.podman import PodmanRuntime
 from agent.runtime.podman_service import PodmanService
 from controlplane.api import Pod
-from controlplane.client import Client, NotFound
+from controlplane.client import NotFound
 from tui.cli import run
 
-from .cluster import cluster, container_state, eventually, get, manifest, reasons, running, sh, start_agent
+from .cluster import (
+    cluster,
+    container_state,
+    eventually,
+    get,
+    manifest,
+    recorded,
+    running,
+    sh,
+    start_agent,
+)
 from .conftest import NODE, MakePod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-
-
-async def recorded(client: Client, name: str, *wanted: str) -> None:
-    """Wait for the pod's events to include every reason in ``wanted`` (the agent posts its events in
-    the background, so they may follow the status that prompted them by a moment)."""
-
-    async def there() -> bool:
-        found = await reasons(client, name)
-        return all(w in found for w in wanted)
-
-    await eventually(there, f"events {', '.join(wanted)} of {name}")
 
 
 async def test_two_container_pod_with_infra_container(

@@ -15,21 +15,10 @@ from agent.runtime.podman_service import PodmanService
 from controlplane.api import ConfigMap, ObjectMeta, Pod, Secret
 from controlplane.client import Client, NotFound
 
-from .cluster import cluster, eventually, get, manifest, reasons, running, sh
+from .cluster import cluster, eventually, get, manifest, reasons, recorded, running, sh
 from .conftest import MakePod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-
-
-async def recorded(client: Client, name: str, *wanted: str) -> None:
-    """Wait for the pod's events to include every reason in ``wanted`` (the agent posts its events in
-    the background, so they may follow the status that prompted them by a moment)."""
-
-    async def there() -> bool:
-        found = await reasons(client, name)
-        return all(w in found for w in wanted)
-
-    await eventually(there, f"events {', '.join(wanted)} of {name}")
 
 
 HTTPD = "mkdir -p /var/www && exec httpd -f -p 8080 -h /var/www"
