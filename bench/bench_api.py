@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import procstat
 from summary import Figure, emit
 
 from controlplane.api.core import (
@@ -361,14 +362,7 @@ class SubprocessServer:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of the server process so far (Linux /proc), None if unknown."""
-        if self.proc is None:
-            return None
-        try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None if self.proc is None else procstat.cpu_seconds(self.proc.pid)
 
     async def stop(self) -> None:
         if self.proc is not None:

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import procstat
 from bench_api import InProcessServer, SubprocessServer, machine_info, percentile
 from summary import Figure, emit
 
@@ -120,11 +121,8 @@ def status_patch(restarts: int) -> dict[str, Any]:
 
 def rss_mib() -> float:
     """This process's resident set now (VmRSS), in MiB."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    rss = procstat.rss_mib()
+    return float("nan") if rss is None else rss
 
 
 def max_rss_mib() -> float:

@@ -43,6 +43,7 @@ from typing import Any
 
 import msgspec
 from bench_api import machine_info
+from procstat import cpu_seconds
 from summary import Figure, command, emit
 
 from controlplane.api.coordination import Lease
@@ -551,12 +552,6 @@ async def hollow_phase(args: argparse.Namespace, url: str, tmp: Path, out: dict[
         out["hollow"] = {}
         out["hollow_error"] = f"{out.get('hollow_error', '')} {exc}".strip()
     out["hollow_phase_s"] = round(time.monotonic() - began, 1)
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hollow_slope_kib(hollow: dict[int, dict[str, float]]) -> float | None:

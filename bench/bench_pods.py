@@ -75,6 +75,7 @@ import yaml
 
 # bench_api.py sits next to this file (this directory is sys.path[0] when run as a script).
 from bench_api import machine_info, summary_ms
+from procstat import cpu_seconds
 from summary import Figure, emit
 
 from agent.agent import Agent, AgentSettings
@@ -427,14 +428,7 @@ async def cli_remove_everything(service: PodmanService) -> None:
 
 def service_cpu(service: PodmanService) -> float | None:
     """User + system CPU seconds of the podman service and of the children it has reaped (/proc)."""
-    if service.pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{service.pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return None if service.pid is None else cpu_seconds(service.pid, children=True)
 
 
 # --- the three modes ------------------------------------------------------------------------------

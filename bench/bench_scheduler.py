@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import procstat
 from bench_api import machine_info, make_pod, percentile
 from summary import Figure, command, emit
 
@@ -188,23 +189,11 @@ class Child:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU of the child so far (Linux /proc)."""
-        if self.proc is None:
-            return None
-        try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None if self.proc is None else procstat.cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float | None:
-        if self.proc is None:
-            return None
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        return None
+        rss = None if self.proc is None else procstat.rss_mib(self.proc.pid)
+        return None if rss is None else round(rss, 1)
 
     async def stop(self) -> None:
         proc = self.proc

@@ -59,6 +59,7 @@ from typing import Any
 
 import httpx
 from bench_api import machine_info, percentile
+from procstat import cpu_seconds
 from summary import Figure, emit
 
 from controlplane.store.backend import Compacted
@@ -109,15 +110,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def proc_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process, from /proc (None if unreadable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def self_cpu() -> float:
@@ -177,7 +169,7 @@ class Etcd:
         return ""
 
     def cpu(self) -> float | None:
-        return proc_cpu(self.proc.pid) if self.proc else None
+        return cpu_seconds(self.proc.pid) if self.proc else None
 
     async def stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import msgspec
+from procstat import cpu_seconds
 
 if TYPE_CHECKING:
     from bench_api import SubprocessServer
@@ -270,16 +271,6 @@ def _raise_fd_limit(needed: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def _proc_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a live process (Linux /proc), None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Child:
     """One watcher process, seen from the parent: the lines it has said so far."""
@@ -378,7 +369,7 @@ async def measure(url: str, server: SubprocessServer, args: argparse.Namespace) 
         await asyncio.sleep(0.5)  # let the priming fan-out settle
 
         cpu0 = server.cpu_seconds()
-        kids0 = [_proc_cpu(c.proc.pid) or 0.0 for c in children]
+        kids0 = [cpu_seconds(c.proc.pid) or 0.0 for c in children]
         load0 = os.getloadavg()
         interval_ns = int(args.interval_ms * 1e6)
         first = time.monotonic_ns()
@@ -393,7 +384,7 @@ async def measure(url: str, server: SubprocessServer, args: argparse.Namespace) 
         await _all(children, "DONE", DRAIN_TIMEOUT)
         elapsed = (time.monotonic_ns() - first) / 1e9
         cpu1 = server.cpu_seconds()
-        kids1 = [_proc_cpu(c.proc.pid) or 0.0 for c in children]
+        kids1 = [cpu_seconds(c.proc.pid) or 0.0 for c in children]
         out["phase_s"] = round(elapsed, 2)
         out["phase_monotonic_s"] = [round(first / 1e9, 3), round(time.monotonic_ns() / 1e9, 3)]
         out["cpu_s"] = {
