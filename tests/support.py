@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -150,3 +150,17 @@ async def recorded(client: Client, name: str, *wanted: str, timeout: float = 15.
         return all(w in found for w in wanted)
 
     await eventually(there, f"events {', '.join(wanted)} of {name}", timeout)
+
+
+async def collect(it: AsyncIterator[Any], n: int, timeout: float = 10) -> list[Any]:
+    """The first ``n`` items of an async iterator (a watch), within ``timeout`` seconds."""
+    out: list[Any] = []
+
+    async def run() -> None:
+        async for item in it:
+            out.append(item)
+            if len(out) >= n:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return out

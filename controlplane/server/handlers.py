@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from controlplane import validation
+from controlplane import collector, validation
 from controlplane.api.core import (
     Binding,
     Event,
@@ -65,7 +65,7 @@ from .admission import DefaultTolerationSeconds
 from .allocators import AllocationError, RangeAllocator
 from .request import RequestInfo, decode_body
 from .services import ServiceRegistry
-from .storage import ObjectStorage, clone, decode, decode_all, encode, gc_paused, parse_rv, stamp
+from .storage import ObjectStorage, clone, decode, decode_all, encode, parse_rv, stamp
 
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 PATCH_TYPES = (
@@ -216,7 +216,7 @@ class API:
     async def list(self, ri: RequestInfo, q: ListQuery) -> tuple[int, list[TopLevel], str | None]:
         """Matching objects, one page; returns (revision, items, continue token or None)."""
         rev, page, token = await self._select(ri, q)
-        with gc_paused():
+        with collector.paused():
             return rev, [obj if obj is not None else decode(ri.info, kv) for kv, obj in page], token
 
     async def list_encoded(

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import gc
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
 import msgspec
 
+from controlplane import collector
 from controlplane.api.meta import TopLevel
 from controlplane.api.registry import RESOURCES, ResourceInfo
 from controlplane.store import Backend, Compacted, Conflict, KeyExists, KeyNotFound, KeyValue
@@ -63,24 +63,9 @@ def clone(obj: S) -> S:
     return _decoder(type(obj)).decode(_encoder.encode(obj))
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Decoding thousands of objects in one go makes the cyclic collector run full collections part way
-    through, each walking the whole (growing) heap: about half the CPU of decoding a 10,000-pod list.
-    Paused for the decode (no await inside, so nothing else on the loop runs), it runs once afterwards."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def decode_all(info: ResourceInfo, kvs: Iterable[KeyValue]) -> builtins.list[TopLevel]:
-    """Many stored values decoded at once (see :func:`gc_paused`)."""
-    with gc_paused():
+    """Many stored values decoded at once, the cyclic collector paused (:mod:`controlplane.collector`)."""
+    with collector.paused():
         return [decode(info, kv) for kv in kvs]
 
 

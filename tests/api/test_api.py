@@ -22,6 +22,7 @@ from controlplane.api import (
 from controlplane.client import Client, Conflict, EventRecorder, Gone, Informer, NotFound
 from controlplane.client.errors import ApiError
 from controlplane.server.controlplane import ControlPlane, ControlPlaneError, Settings
+from tests.support import collect
 
 POD = {
     "apiVersion": "v1",
@@ -302,26 +303,13 @@ async def test_all_namespaces_and_cluster_scoped(client: Client) -> None:
     assert {"default", "kube-system", "kube-public", "kube-node-lease", "other"} <= set(names)
 
 
-async def _collect(it: Any, n: int, timeout: float = 10) -> list[Any]:
-    out = []
-
-    async def run() -> None:
-        async for ev in it:
-            out.append(ev)
-            if len(out) >= n:
-                return
-
-    await asyncio.wait_for(run(), timeout)
-    return out
-
-
 async def test_watch_from_resource_version_and_resume(client: Client) -> None:
     a = await client.create(pod("a"))
     rv = a.metadata.resource_version
     await client.patch(Pod, "a", {"metadata": {"labels": {"x": "1"}}}, "default")
     await client.create(pod("b"))
     await client.delete(Pod, "b", "default")
-    events = await _collect(client.watch(Pod, "default", resource_version=rv, bookmarks=False), 3)
+    events = await collect(client.watch(Pod, "default", resource_version=rv, bookmarks=False), 3)
     assert [(e.type, e.object.metadata.name) for e in events] == [
         ("MODIFIED", "a"),
         ("ADDED", "b"),
@@ -329,14 +317,14 @@ async def test_watch_from_resource_version_and_resume(client: Client) -> None:
     ]
     # Resume from the middle: only what came after.
     resumed = client.watch(Pod, "default", resource_version=events[1].resource_version, bookmarks=False)
-    later = await _collect(resumed, 1)
+    later = await collect(resumed, 1)
     assert [(e.type, e.object.metadata.name) for e in later] == [("DELETED", "b")]
 
 
 async def test_watch_without_version_starts_with_current_state(client: Client) -> None:
     await client.create(pod("a"))
     it = client.watch(Pod, "default", bookmarks=False)
-    first = await _collect(it, 1)
+    first = await collect(it, 1)
     assert (first[0].type, first[0].object.metadata.name) == ("ADDED", "a")
 
     async def later() -> None:
@@ -344,7 +332,7 @@ async def test_watch_without_version_starts_with_current_state(client: Client) -
         await client.create(pod("b"))
 
     task = asyncio.create_task(later())
-    second = await _collect(it, 1)
+    second = await collect(it, 1)
     await task
     assert (second[0].type, second[0].object.metadata.name) == ("ADDED", "b")
 
@@ -360,14 +348,14 @@ async def test_watch_selector_transitions(client: Client) -> None:
     )
     await client.patch(Pod, "a", {"metadata": {"labels": {"app": "db"}}}, "default")
     await client.patch(Pod, "a", {"metadata": {"labels": {"app": "web"}}}, "default")
-    events = await _collect(it, 2)
+    events = await collect(it, 2)
     assert [e.type for e in events] == ["DELETED", "ADDED"]
 
 
 async def test_watch_bookmarks(client: Client) -> None:
     made = await client.create(pod("a"))
     it = client.watch(Pod, "default", resource_version=made.metadata.resource_version, bookmarks=True)
-    events = await _collect(it, 1)
+    events = await collect(it, 1)
     assert events[0].type == "BOOKMARK"
     assert int(events[0].resource_version) >= int(made.metadata.resource_version or 0)
 
@@ -398,7 +386,7 @@ async def test_watch_expired_resource_version_is_410(
     current = await controlplane.backend.current_revision()
     await controlplane.backend.compact(current)
     with pytest.raises(Gone) as exc:
-        await _collect(client.watch(Pod, "default", resource_version=first.metadata.resource_version), 1)
+        await collect(client.watch(Pod, "default", resource_version=first.metadata.resource_version), 1)
     assert exc.value.code == 410 and exc.value.reason == "Expired"
     # A list at a compacted revision is an HTTP 410.
     async with await http(controlplane) as h:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -19,6 +18,7 @@ from controlplane.server.watch import _CHUNK, WatchParams, _chunks, _Encoder
 from controlplane.server.watchcache import Change, WatchCache
 from controlplane.store import WatchClosed
 from controlplane.store.sqlite import SQLiteBackend
+from tests.support import collect
 
 CM = for_type(ConfigMap)
 
@@ -219,9 +219,9 @@ async def test_plain_and_selector_watchers_see_their_own_events(client: Client) 
     await client.patch(ConfigMap, "a", {"metadata": {"labels": {"app": "web"}}}, "default")
     await client.patch(ConfigMap, "a", {"data": {"x": "2"}}, "default")
     await client.delete(ConfigMap, "a", "default")
-    got_plain = await _collect(plain, 5)
-    got_selected = await _collect(selected, 4)
-    got_tables = await _collect(tables, 5)
+    got_plain = await collect(plain, 5)
+    got_selected = await collect(selected, 4)
+    got_tables = await collect(tables, 5)
     assert [e.type for e in got_plain] == ["MODIFIED"] * 4 + ["DELETED"]
     assert [e.type for e in got_selected] == ["DELETED", "ADDED", "MODIFIED", "DELETED"]
     assert {e.object.metadata.name for e in got_selected} == {"a"}
@@ -238,19 +238,6 @@ async def test_plain_and_selector_watchers_see_their_own_events(client: Client) 
         await it.aclose()  # type: ignore[attr-defined]
 
 
-async def _collect(it: AsyncIterator[Any], n: int, timeout: float = 10) -> list[Any]:
-    out: list[Any] = []
-
-    async def run() -> None:
-        async for ev in it:
-            out.append(ev)
-            if len(out) >= n:
-                return
-
-    await asyncio.wait_for(run(), timeout)
-    return out
-
-
 async def test_watch_without_version_sends_current_state_in_chunks_then_live(client: Client) -> None:
     """More than one chunk's worth of current objects (64 KiB), every one ADDED once, then live events."""
     names = [f"big-{i:02d}" for i in range(40)]
@@ -259,11 +246,11 @@ async def test_watch_without_version_sends_current_state_in_chunks_then_live(cli
             ConfigMap(metadata=ObjectMeta(name=name, namespace="default"), data={"blob": "x" * 3000})
         )
     it = client.watch(ConfigMap, "default", bookmarks=False)
-    first = await _collect(it, len(names))
+    first = await collect(it, len(names))
     assert [e.type for e in first] == ["ADDED"] * len(names)
     assert sorted(e.object.metadata.name for e in first) == names
     await client.create(ConfigMap(metadata=ObjectMeta(name="later", namespace="default"), data={}))
-    (live,) = await _collect(it, 1)
+    (live,) = await collect(it, 1)
     assert (live.type, live.object.metadata.name) == ("ADDED", "later")
     await it.aclose()  # type: ignore[attr-defined]
 
