@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controlplane.api.core import Endpoints, Node, Pod, Service
 from controlplane.client import Client, ClientError, EventRecorder, Informer, key_of
@@ -55,6 +55,8 @@ class AgentSettings:
     node_name: str
     node_ip: str = field(default_factory=default_node_ip)
     lease_interval: float = 10.0
+    # The Lease's leaseDurationSeconds (the kubelet's --node-lease-duration-seconds; renewed every quarter).
+    lease_duration: int = 40
     status_interval: float = 40.0
     resync_interval: float = 10.0
     pod_workers: int = 4  # pods synced at once (hollow nodes need fewer: their runtime answers at once)
@@ -84,6 +86,9 @@ class AgentSettings:
     data_dir: Path | None = None
     # How often an agent with static pods that started without the control plane tries to reach it.
     connect_retry: float = 5.0
+    # How often the container runtime is asked whether it answers (the kubelet's runtime status check);
+    # while it does not, the Node is Ready=False "container runtime is down". None: never asked.
+    runtime_check_interval: float | None = 5.0
 
 
 POD_CIDR_FILE = "pod-cidr"
@@ -160,6 +165,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._uids: dict[str, str] = {}
         self._connecting: asyncio.Task[None] | None = None  # the start finished in the background
+        self._rewatching: asyncio.Task[None] | None = None  # informers re-opening after a network cut
         self._pod_cidr: str | None = None  # what the pod network was started with
         self._network_started = False
 
@@ -199,6 +205,7 @@ class Agent:
             runtime_version=await self.runtime.version(),
             max_pods=self.settings.max_pods,
             lease_interval=self.settings.lease_interval,
+            lease_duration=self.settings.lease_duration,
             status_interval=self.settings.status_interval,
             labels=self.settings.labels,
         )
@@ -225,6 +232,8 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._runtime_events(), name="runtime-events"))
         if self.own_resync:
             self._tasks.append(asyncio.create_task(self._resync(), name="resync"))
+            if self.settings.runtime_check_interval is not None:
+                self._tasks.append(asyncio.create_task(self._watch_runtime(), name="runtime-check"))
         log.info("agent %s running (%s)", self.settings.node_name, await self.runtime.version())
 
     async def _connect(self) -> None:
@@ -338,6 +347,7 @@ class Agent:
         if self.heartbeats is not None:
             self.heartbeats.add(self.heartbeat)
         else:
+            self.heartbeat.on_reconnected = self._reconnected
             self._tasks.append(self.heartbeat.start())
         if self.informer is not None:
             self.informer.on_add(self.track)
@@ -360,6 +370,7 @@ class Agent:
 
     async def stop(self) -> None:
         await cancel(self._connecting)  # first: a start finishing in the background must not race this
+        await cancel(self._rewatching)  # nor informers being re-opened
         if self.mirrors is not None:
             await self.mirrors.stop()
         if self.static is not None:
@@ -444,6 +455,62 @@ class Agent:
             except Exception as exc:
                 log.warning("runtime event stream failed: %s; reconnecting", exc)
             await asyncio.sleep(1.0)
+
+    def _reconnected(self) -> None:
+        """Heartbeats succeed again after failing (a network cut): re-open this agent's own watches."""
+        if self._rewatching is None or self._rewatching.done():
+            self._rewatching = asyncio.create_task(self.rewatch(), name="rewatch")
+
+    async def rewatch(self) -> None:
+        """List and watch again with every informer only this agent runs. A watch opened before a network
+        cut may hang on a dead connection until TCP gives up, minutes later, and meanwhile this node would
+        miss its pods' deletions (evictions); the kubelet closes all its connections on heartbeat failure
+        for the same reason. The re-list hands the informers' handlers what changed meanwhile."""
+        informers: list[Informer[Any]] = []
+        if self.informer is not None:
+            informers.append(self.informer)
+        if self.owns_services:
+            informers.append(self.services)
+        if self._endpoints_started:
+            informers.append(self.endpoints)
+        if self.routes is not None:
+            informers.append(self.routes.informer)
+        for informer in informers:
+            if informer.running:
+                await informer.stop()
+                informer.start()
+        log.info("node %s: watches re-opened after the API server was unreachable", self.settings.node_name)
+
+    async def check_runtime(self, timeout: float = 10.0) -> bool:
+        """Ask the runtime whether it answers; on a change, log one line, post the Node's Ready condition
+        at once (not at the next status interval), and once it is back resync every pod (what happened
+        meanwhile is looked at now). True if it answered."""
+        try:
+            await asyncio.wait_for(self.runtime.version(), timeout)
+            problem = None
+        except Exception as exc:  # any failure means the same: the runtime does not answer
+            problem = str(exc) or type(exc).__name__
+        heartbeat = self.heartbeat
+        if heartbeat is None or (problem is None) == (heartbeat.runtime_down is None):
+            return problem is None
+        heartbeat.runtime_down = problem
+        if problem is not None:
+            log.warning("container runtime is down: %s; node %s NotReady", problem, self.settings.node_name)
+        else:
+            log.info("container runtime is back; node %s Ready, resyncing its pods", self.settings.node_name)
+            self.resync()
+        if heartbeat.node is not None:
+            try:
+                await heartbeat.post_status()
+            except ClientError as exc:
+                log.warning("node %s status not written: %s", self.settings.node_name, exc)
+        return problem is None
+
+    async def _watch_runtime(self) -> None:
+        interval = self.settings.runtime_check_interval or 5.0
+        while True:
+            await asyncio.sleep(interval)
+            await self.check_runtime(timeout=max(interval, 5.0))
 
     def resync(self) -> None:
         """Enqueue every pod of this node: a missed event costs at most one resync period."""

@@ -6,6 +6,13 @@ Node carries its status from the start; an adopted one gets it written).
 Heartbeats are cheap Lease renewals every ``lease_interval`` seconds (kube-node-lease/NAME); the heavier
 Node status write (the Ready condition's lastHeartbeatTime) happens at least every ``status_interval``
 seconds, or at once when something in the status changed.
+
+A heartbeat that does not finish within ``beat_timeout`` is abandoned (its connection with it), like the
+kubelet's heartbeat client with its timeout: after a network cut, a request stuck on a dead connection
+would otherwise wait for TCP's retransmission back-off, minutes, and the node would stay NotReady long
+after the network is back. The first heartbeat that succeeds after failures writes the status at once
+(the node lifecycle controller has marked the node Unknown meanwhile) and calls ``on_reconnected`` (the
+agent then re-opens its watches, which may hang on dead connections the same way).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import os
 import platform
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -127,7 +135,13 @@ class NodeHeartbeat:
         self.images: list[ContainerImage] = []
         self.agent_address: str | None = None  # host:port of the agent's own endpoint
         self.node: Node | None = None
+        # Why the container runtime cannot be used (None: it answers); Ready is False meanwhile.
+        self.runtime_down: str | None = None
         self.last_status = 0.0  # the event loop's time of the last status write
+        # A heartbeat taking longer is abandoned (the kubelet's heartbeat client has the same timeout).
+        self.beat_timeout = max(lease_interval, 5.0)
+        self.failures = 0  # heartbeats failed in a row
+        self.on_reconnected: Callable[[], None] | None = None  # after failures, on the first success
         self._task: asyncio.Task[None] | None = None
 
     def status(self, *, heartbeat: str) -> NodeStatus:
@@ -144,8 +158,11 @@ class NodeHeartbeat:
             last_heartbeat_time=heartbeat,
             last_transition_time=heartbeat,
         )
+        if self.runtime_down is not None:  # the kubelet's words for the same state
+            ready.status, ready.reason = "False", "KubeletNotReady"
+            ready.message = f"container runtime is down: {self.runtime_down}"
         previous = self._condition("Ready")
-        if previous is not None and previous.status == "True" and previous.last_transition_time:
+        if previous is not None and previous.status == ready.status and previous.last_transition_time:
             ready.last_transition_time = previous.last_transition_time
         return NodeStatus(
             capacity=capacity,
@@ -250,12 +267,12 @@ class NodeHeartbeat:
             return False
         return True
 
-    async def beat(self) -> None:
+    async def beat(self, *, status: bool = False) -> None:
         """One heartbeat: renew the Lease, and write the status too once ``status_interval`` has passed
-        since the last (a little early rather than a whole lease interval late)."""
+        since the last (a little early rather than a whole lease interval late), or when ``status``."""
         await self.renew_lease()
         elapsed = asyncio.get_running_loop().time() - self.last_status
-        if elapsed >= self.status_interval - self.lease_interval / 2:
+        if status or elapsed >= self.status_interval - self.lease_interval / 2:
             await self.post_status()
 
     def start(self) -> asyncio.Task[None]:
@@ -269,9 +286,21 @@ class NodeHeartbeat:
         while True:
             await asyncio.sleep(self.lease_interval)
             try:
-                await self.beat()
+                # After failures the status goes too: the node lifecycle controller may have marked the
+                # node Unknown meanwhile, and only this node's own status write makes it Ready again.
+                await asyncio.wait_for(self.beat(status=self.failures > 0), self.beat_timeout)
             except Exception as exc:
-                log.warning("node %s heartbeat failed: %s", self.name, exc)
+                # One warning per outage; the rest at debug level.
+                level = logging.WARNING if self.failures == 0 else logging.DEBUG
+                reason = str(exc) or f"no answer within {self.beat_timeout:g}s"
+                log.log(level, "node %s heartbeat failed: %s; retrying", self.name, reason)
+                self.failures += 1
+                continue
+            if self.failures:
+                log.warning("node %s: heartbeats succeed again after %d failures", self.name, self.failures)
+                self.failures = 0
+                if self.on_reconnected is not None:
+                    self.on_reconnected()
 
 
 def _builtins(status: NodeStatus) -> dict[str, object]:

@@ -2,17 +2,26 @@
 logs and exec for the API server.
 
 There is no registry, so images travel to nodes through their agents: ``pea image load FILE --node N``
-posts an image archive here and the runtime loads it. Without a token it listens on loopback only, like
-the API server.
+posts an image archive to the API server's ``nodes/N/proxy/images/load``, which authorizes the user
+(admins and users, never a node) and streams it here; the runtime loads it.
 
 Logs and exec follow the kubelet's paths, ``GET /containerLogs/{namespace}/{pod}/{container}`` and the
 websocket ``/exec/{namespace}/{pod}/{container}`` (query: the pod's ``podUID`` and the ``containerID``
-the API server read in its status, plus Kubernetes' own log or exec parameters), and are served to the
-API server only: it sends ``Authorization: Bearer <token>`` with the token of the Secret
-``kube-system/peapod-agent-proxy``, which the agent reads through its client at start (and again, at
-most every few seconds, when a request brings a token it does not know: the Secret may have been
-re-created). No token: 401; a wrong one: 403. Refusals are Kubernetes ``Status`` objects, which the API
-server passes on. See ``streams.py`` for how the streams are served.
+the API server read in its status, plus Kubernetes' own log or exec parameters).
+
+Everything but ``/healthz`` is served to the API server only, which sends ``Authorization: Bearer
+<token>`` with one of two credentials the agent accepts:
+
+* the agent's own token (the one its client uses): with a token file the API server shows node N's agent
+  N's node token. No credential is shared between nodes, so a compromised node learns nothing that
+  another node's agent accepts.
+* the token of the Secret ``kube-system/peapod-agent-proxy`` (no token file, or an agent running with an
+  identity that is not a node): read through the agent's client at start (and again, at most every few
+  seconds, when a request brings a token it does not know: the Secret may have been re-created). A node
+  identity may not read it (NodeRestriction); a 403 there ends the reading, the own token suffices.
+
+No token: 401; a wrong one: 403. Refusals are Kubernetes ``Status`` objects, which the API server passes
+on. See ``streams.py`` for how the streams are served.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from starlette.websockets import WebSocket
 
 from controlplane.api.core import Secret
 from controlplane.api.meta import Status
-from controlplane.client import Client, ClientError, NotFound
+from controlplane.client import ApiError, Client, ClientError, NotFound
 from controlplane.client.streams import (
     PROXY_SECRET_NAME,
     PROXY_SECRET_NAMESPACE,
@@ -63,8 +72,8 @@ def status_response(err: StreamError) -> Response:
 
 
 class AgentServer:
-    """``token``: what ``/images/load`` asks for (None: anyone on loopback). ``client``: where to read the
-    API server's credential for logs and exec; ``proxy_token`` gives it directly instead."""
+    """``token``: the agent's own token (default: the one ``client`` sends). ``client``: where to read the
+    Secret's credential; ``proxy_token`` gives it directly instead."""
 
     def __init__(
         self,
@@ -81,7 +90,11 @@ class AgentServer:
         self.port = port
         self.token = token
         self.client = client
+        if token is None and client is not None:
+            token = client.token
+        self.token = token
         self.proxy_token = proxy_token
+        self._secret_forbidden = False
         self.app = Starlette(
             routes=[
                 Route("/healthz", self._health),
@@ -98,43 +111,45 @@ class AgentServer:
         self._token_task: asyncio.Task[None] | None = None
         self._token_read_at = 0.0
 
-    def _allowed(self, request: Request) -> bool:
-        if self.token is None:
-            return True
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return hmac.compare_digest(given, self.token)
-
     async def _health(self, request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def _load(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        denied = await self._authorize(request.headers)
+        if denied is not None:
+            return status_response(denied)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_IMAGE:
-                return JSONResponse(
-                    {"error": f"image archive larger than {MAX_IMAGE} bytes"}, status_code=413
-                )
+                message = f"the image archive is larger than {MAX_IMAGE} bytes"
+                return status_response(StreamError(413, "RequestEntityTooLarge", message))
             chunks.append(chunk)
         try:
             names = await self.runtime.load_image(b"".join(chunks))
         except RuntimeFailure as exc:
-            return JSONResponse({"error": exc.message}, status_code=400)
+            return status_response(StreamError(400, "BadRequest", exc.message))
         return JSONResponse({"images": names})
 
     # --- the API server's credential ------------------------------------------------------------
 
     async def _read_proxy_token(self) -> bool:
-        """Read the Secret once; True when a token was found."""
-        if self.client is None:
-            return False
+        """Read the Secret once; True when a token was found, or when this agent may not read it (a node
+        identity: its own token is its credential)."""
+        if self.client is None or self._secret_forbidden:
+            return self._secret_forbidden
         self._token_read_at = asyncio.get_running_loop().time()
         try:
             secret = await self.client.get(Secret, PROXY_SECRET_NAME, PROXY_SECRET_NAMESPACE)
         except NotFound:
             return False
+        except ApiError as exc:
+            if exc.code != 403 or self.token is None:
+                log.warning("cannot read %s/%s: %s", PROXY_SECRET_NAMESPACE, PROXY_SECRET_NAME, exc)
+                return False
+            log.info("node identity: the API server is recognised by this agent's own token")
+            self._secret_forbidden = True
+            return True
         except ClientError as exc:
             log.warning("cannot read %s/%s: %s", PROXY_SECRET_NAMESPACE, PROXY_SECRET_NAME, exc)
             return False
@@ -158,22 +173,28 @@ class AgentServer:
     async def _authorize(self, headers: Headers) -> StreamError | None:
         scheme, _, given = headers.get("authorization", "").partition(" ")
         given = given.strip()
-        if scheme.lower() != "bearer" or not given:
+        if scheme.lower() != "bearer" or not given or not given.isascii():
             return StreamError(401, "Unauthorized", "Unauthorized")
-        if self.proxy_token is not None and hmac.compare_digest(given, self.proxy_token):
+        if self._known(given):
             return None
         now = asyncio.get_running_loop().time()
         if self.client is not None and now - self._token_read_at >= TOKEN_REFRESH:
             await self._read_proxy_token()
-            if self.proxy_token is not None and hmac.compare_digest(given, self.proxy_token):
+            if self._known(given):
                 return None
-        if self.proxy_token is None:
+        if self.proxy_token is None and self.token is None:
             return StreamError(
                 503,
                 "ServiceUnavailable",
                 f"the agent has not read its credential ({PROXY_SECRET_NAMESPACE}/{PROXY_SECRET_NAME}) yet",
             )
-        return StreamError(403, "Forbidden", "container logs and exec are served to the API server only")
+        return StreamError(403, "Forbidden", "this endpoint serves the API server only")
+
+    def _known(self, given: str) -> bool:
+        """``given`` is one of the API server's credentials (each compared, in constant time)."""
+        own = self.token is not None and hmac.compare_digest(given, self.token)
+        shared = self.proxy_token is not None and hmac.compare_digest(given, self.proxy_token)
+        return own or shared
 
     # --- logs and exec --------------------------------------------------------------------------
 

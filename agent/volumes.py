@@ -373,7 +373,13 @@ _EXPECTED = {
 
 
 def check_host_path(path: str, path_type: str) -> None:
-    """Kubernetes' hostPath type check, with its messages (raises ValueError). Symlinks are followed.
+    """Kubernetes' hostPath type check, with its messages (raises ValueError).
+
+    Unlike Kubernetes, a path that goes through a symbolic link is refused: the API server admits
+    hostPath only under allowed directories, and a pod allowed one of them could otherwise plant a link
+    there (``allowed/evil -> /``) for a second pod to mount the node's root through. Checked here and
+    not at admission because only the node sees its files (a link swapped in between this check and the
+    mount is not caught: the mount itself would need to refuse links).
 
     DirectoryOrCreate makes the directory and its parents (0755); FileOrCreate makes an empty file (0644)
     but, as in Kubernetes, not its parent directory. Type "" checks nothing; a path that does not exist
@@ -381,6 +387,12 @@ def check_host_path(path: str, path_type: str) -> None:
     """
     if path_type not in ("", *_EXPECTED):
         raise ValueError(f"{path_type} is an invalid volume type")
+    real = os.path.realpath(path)
+    if real != os.path.normpath(path):
+        raise ValueError(
+            f"hostPath {path} goes through a symbolic link (it is {real}): peapod mounts only real paths, "
+            "name that one"
+        )
     if not os.path.exists(path):
         if path_type in ("", "DirectoryOrCreate"):
             with contextlib.suppress(FileExistsError):  # a dangling symlink: the mount will say so

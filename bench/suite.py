@@ -62,6 +62,8 @@ SUITE = [
     Bench("memory", "bench_memory.py", 240, 30, "memory: control plane, agent, hollow node"),
     Bench("dns", "bench_dns.py", 90, 20, "node DNS server"),
     Bench("dashboard", "bench_dashboard.py", 150, 30, "dashboard with 10,000 pods"),
+    Bench("load", "bench_load.py", 120, 30, "load: 50 API users mixing writes, lists and watches"),
+    Bench("faults", "bench_faults.py", 240, 30, "kill -9 soak: control plane killed mid-creates"),
 ]
 
 

@@ -472,6 +472,14 @@ def _nonnegative(value: int | None, path: str) -> list[FieldError]:
     return []
 
 
+def _int32(value: int | None, path: str) -> list[FieldError]:
+    """Kubernetes' int32 fields cannot even be decoded past 2^31-1; here they would decode fine, and
+    ``replicas: 1099511627776`` would have the RC controller try to start a trillion pods."""
+    if value is not None and not -_INT32_MAX - 1 <= value <= _INT32_MAX:
+        return [invalid(path, value, f"must be less than or equal to {_INT32_MAX}")]
+    return []
+
+
 def _dns1123_label(value: str, path: str) -> list[FieldError]:
     return [invalid(path, value, msg) for msg in is_dns1123_label(value)]
 
@@ -1092,7 +1100,8 @@ def _validate_rc(rc: ReplicationController) -> list[FieldError]:
         errs.append(required("spec.selector"))
     else:
         errs += _validate_labels(spec.selector, "spec.selector")
-    errs += _nonnegative(spec.replicas, "spec.replicas")
+    errs += _nonnegative(spec.replicas, "spec.replicas") or _int32(spec.replicas, "spec.replicas")
+    errs += _int32(spec.min_ready_seconds, "spec.minReadySeconds")
     template = spec.template
     if template is None:
         errs.append(required("spec.template"))
@@ -1464,6 +1473,8 @@ def _validate_event(event: Event) -> list[FieldError]:
             errs.append(required("action"))
         if not isinstance(event.reason, str) or not event.reason:
             errs.append(required("reason"))
+    if isinstance(event.count, int):
+        errs += _int32(event.count, "count")
     return errs
 
 
@@ -1475,6 +1486,8 @@ def _validate_lease(lease: Lease) -> list[FieldError]:
             invalid("spec.leaseDurationSeconds", spec.lease_duration_seconds, "must be greater than 0")
         )
     errs += _nonnegative(spec.lease_transitions, "spec.leaseTransitions")
+    errs += _int32(spec.lease_duration_seconds, "spec.leaseDurationSeconds")
+    errs += _int32(spec.lease_transitions, "spec.leaseTransitions")
     return errs
 
 

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import msgspec
 
@@ -33,7 +33,7 @@ from controlplane.client.config import default_kubeconfig
 from controlplane.client.config import write_kubeconfig as _write_kubeconfig
 from controlplane.client.manifests import Manifest, ManifestError, load, resolve_namespace, resource_info
 
-from . import daemons, expose, images, logs, nodes, up
+from . import daemons, expose, images, logs, nodes, tokens, up
 from . import exec as exec_command
 from .apply import apply
 from .describe import describe
@@ -47,6 +47,10 @@ from .printers import (
     to_json,
     to_yaml,
 )
+from .security_flags import security_options, security_settings
+
+if TYPE_CHECKING:
+    from controlplane.server.controlplane import ControlPlane
 
 __all__ = ["main", "run"]
 
@@ -132,6 +136,7 @@ Commands:
   logs          Print a container's output (-f follows it)
   exec          Run a command in a container (-i stdin, -t terminal): pea exec POD -- CMD
   config        Write a kubeconfig for pea and kubectl (config write)
+  token         Make a node's token for an agent on another machine (token create-node NAME)
   controlplane  Run the control plane (API server, scheduler, controllers)
   controller-manager  Run the controllers alone against an API server (-s URL)
   agent         Run the node agent: register this machine and run its pods on Podman
@@ -141,11 +146,20 @@ Commands:
   up            Run a local cluster with the guestbook example in one process (--headless)
   down          Stop what pea up runs (--purge also removes its data, pods, images and rules)
 
-Global options: -s/--server URL, --token TOKEN, --kubeconfig PATH, -n/--namespace NS
+Global options: -s/--server URL, --token TOKEN, --kubeconfig PATH, -n/--namespace NS,
+  --certificate-authority FILE, --insecure-skip-tls-verify
 Use "pea <command> --help" for a command's options.
 """
 
-_GLOBAL_WITH_VALUE = ("-s", "--server", "--token", "--kubeconfig", "-n", "--namespace")
+_GLOBAL_WITH_VALUE = (
+    "-s",
+    "--server",
+    "--token",
+    "--kubeconfig",
+    "-n",
+    "--namespace",
+    "--certificate-authority",
+)
 
 
 @dataclass(frozen=True)
@@ -193,6 +207,16 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--token", help="bearer token for the API server")
     g.add_argument("--kubeconfig", help="path of the kubeconfig file")
     g.add_argument("-n", "--namespace", help="the namespace (default: the kubeconfig's)")
+    g.add_argument(
+        "--certificate-authority",
+        metavar="FILE",
+        help="a CA certificate (PEM) to check an https server with (default: the kubeconfig's)",
+    )
+    g.add_argument(
+        "--insecure-skip-tls-verify",
+        action="store_true",
+        help="do not check the server's certificate (insecure: anyone in between can read the token)",
+    )
 
 
 @dataclass
@@ -210,7 +234,11 @@ class _Context:
         if self._config is None:
             args = self.args
             self._config = load_config(
-                getattr(args, "server", None), getattr(args, "token", None), getattr(args, "kubeconfig", None)
+                getattr(args, "server", None),
+                getattr(args, "token", None),
+                getattr(args, "kubeconfig", None),
+                certificate_authority=getattr(args, "certificate_authority", None),
+                insecure_skip_tls_verify=getattr(args, "insecure_skip_tls_verify", False),
             )
         return self._config
 
@@ -233,7 +261,8 @@ class _Context:
         def warn(message: str) -> None:
             print(f"Warning: {message}", file=self.err)
 
-        return Client(self.config.server, self.config.token, user_agent="pea", on_warning=warn)
+        config = self.config
+        return Client(config.server, config.token, user_agent="pea", on_warning=warn, verify=config.verify)
 
 
 # --- shared helpers ------------------------------------------------------------------------------
@@ -979,7 +1008,16 @@ async def _config(ctx: _Context) -> int:
     args = ctx.args
     path = Path(args.kubeconfig) if args.kubeconfig else default_kubeconfig()
     config = ctx.config
-    _write_kubeconfig(path, config.server, config.token)
+    ca = config.certificate_authority_data
+    if ca is None and config.certificate_authority:
+        ca = await asyncio.to_thread(Path(config.certificate_authority).read_bytes)  # OSError: one line
+    _write_kubeconfig(
+        path,
+        config.server,
+        config.token,
+        certificate_authority_data=ca,
+        insecure_skip_tls_verify=config.insecure_skip_tls_verify,
+    )
     print(
         f"wrote {path} for {config.server} (use it with kubectl: KUBECONFIG={path} kubectl get pods)",
         file=ctx.out,
@@ -991,6 +1029,12 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where the state database lives (default ~/.local/share/peapod)")
     p.add_argument("--listen", default="127.0.0.1:6443", metavar="HOST:PORT", help="address to serve on")
     p.add_argument("--token-file", help='static token file (token,user,uid,"groups"); needed off loopback')
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS: a cluster CA and a serving certificate are made in DATA/pki on the first start "
+        "(clients trust DATA/pki/ca.crt)",
+    )
     p.add_argument(
         "--advertise-address",
         metavar="IP",
@@ -1068,6 +1112,7 @@ def _setup_controlplane(p: argparse.ArgumentParser) -> None:
         help="with --manifests, re-apply everything every SECONDS (default 180) to revert hand edits",
     )
     daemons.controller_options(p)
+    security_options(p)
 
 
 async def _controlplane(ctx: _Context) -> int:
@@ -1106,6 +1151,7 @@ async def _controlplane(ctx: _Context) -> int:
         listen=args.listen,
         advertise_address=args.advertise_address,
         token_file=Path(args.token_file) if args.token_file else None,
+        tls=args.tls,
         cluster_cidr=args.cluster_cidr,
         service_cluster_ip_range=args.service_cluster_ip_range,
         service_node_port_range=args.service_node_port_range,
@@ -1119,6 +1165,7 @@ async def _controlplane(ctx: _Context) -> int:
         controller=daemons.controller_settings(args),
         default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+        **security_settings(args),
     )
     try:
         cp = ControlPlane(settings)
@@ -1133,9 +1180,11 @@ async def _controlplane(ctx: _Context) -> int:
             raise UsageError(str(exc)) from None
         try:
             print(f"peapod control plane listening on {cp.url} (data in {settings.data_dir})", file=ctx.out)
+            if cp.ca_file is not None:
+                print(f"clients check its certificate with the CA {cp.ca_file}", file=ctx.out)
             ctx.out.flush()
             if args.manifests:
-                await _follow_manifests(ctx, cp.url, cp.admin_token, Path(args.manifests), stop)
+                await _follow_manifests(ctx, cp, Path(args.manifests), stop)
             else:
                 await stop.wait()
             print("stopping", file=ctx.out)
@@ -1144,9 +1193,7 @@ async def _controlplane(ctx: _Context) -> int:
     return 0
 
 
-async def _follow_manifests(
-    ctx: _Context, url: str, token: str | None, directory: Path, stop: asyncio.Event
-) -> None:
+async def _follow_manifests(ctx: _Context, cp: ControlPlane, directory: Path, stop: asyncio.Event) -> None:
     """The control plane's own manifests folder (k3s style), followed until ``stop``."""
     from controlplane.client.dirsync import DirectorySync
 
@@ -1154,7 +1201,9 @@ async def _follow_manifests(
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     except OSError as exc:
         print(f"warning: cannot create {directory}: {exc.strerror or exc}", file=ctx.err)
-    async with Client(url, token, user_agent="pea-manifests") as client:
+    url = cp.url
+    verify = str(cp.ca_file) if cp.ca_file is not None else True
+    async with Client(url, cp.admin_token, user_agent="pea-manifests", verify=verify) as client:
         follower = DirectorySync(
             client,
             directory,
@@ -1215,7 +1264,8 @@ async def _tui(ctx: _Context) -> int:
     logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
     namespace = None if ctx.args.all_namespaces else ctx.namespace
     # No on_warning: a line printed on stderr would tear the full-screen display.
-    async with Client(ctx.config.server, ctx.config.token, user_agent="pea") as client:
+    config = ctx.config
+    async with Client(config.server, config.token, user_agent="pea", verify=config.verify) as client:
         await PeapodApp(client, namespace, readonly=ctx.args.readonly).run_async()
     return 0
 
@@ -1226,6 +1276,10 @@ async def _up(ctx: _Context) -> int:
 
 async def _down(ctx: _Context) -> int:
     return await up.run_down(ctx.args, ctx.out, ctx.err)
+
+
+async def _token(ctx: _Context) -> int:
+    return await tokens.run_token(ctx.args, ctx.out)
 
 
 # --- the command table ---------------------------------------------------------------------------
@@ -1257,6 +1311,9 @@ _COMMANDS: dict[str, _Command] = {
         _Command("uncordon", "Mark a node schedulable again.", nodes.setup_cordon, nodes.uncordon),
         _Command("drain", "Cordon a node and evict its pods.", nodes.setup_drain, nodes.drain),
         _Command("config", "Write a kubeconfig for pea and kubectl.", _setup_config, _config),
+        _Command(
+            "token", "Make a node's token (token create-node NAME).", tokens.setup_token, _token, client=False
+        ),
         _Command("controlplane", "Run the control plane.", _setup_controlplane, _controlplane, client=False),
         _Command("agent", "Run the node agent on this machine.", daemons.setup_agent, _agent),
         _Command(

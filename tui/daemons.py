@@ -112,6 +112,13 @@ def setup_agent(p: argparse.ArgumentParser) -> None:
         "control plane; each shows in the API as a mirror pod NAME-NODE",
     )
     p.add_argument(
+        "--node-lease-duration-seconds",
+        type=int,
+        default=40,
+        metavar="SECONDS",
+        help="the node Lease's duration, renewed every quarter of it (default 40, the kubelet's)",
+    )
+    p.add_argument(
         "--pod-cidr",
         metavar="CIDR",
         help="the pod network's range while the control plane has never given this node one (default: "
@@ -175,6 +182,10 @@ async def run_agent(args: argparse.Namespace, out: TextIO, client: Client) -> in
     )
     if args.node_ip:
         settings.node_ip = args.node_ip
+    if args.node_lease_duration_seconds < 1:
+        raise ValueError("--node-lease-duration-seconds: must be at least 1")
+    settings.lease_duration = args.node_lease_duration_seconds
+    settings.lease_interval = args.node_lease_duration_seconds / 4
     if args.data_dir or args.runtime == "podman":  # the hollow runtime keeps nothing unless told where
         settings.data_dir = _data_dir(args)
     if args.pod_cidr:

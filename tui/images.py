@@ -1,7 +1,9 @@
 """``pea image load FILE [--node N]...``: send an image archive to nodes through their agents.
 
 There is no registry: an image built on one machine (``podman save``) reaches the nodes by being posted
-to each agent's endpoint, whose address the agent publishes on its Node (``peapod.io/agent-address``).
+to each node's ``nodes/{name}/proxy/images/load`` on the API server, which authorizes the user (an admin
+or user, never a node identity) and streams the archive to the node's agent — the agent serves only the
+API server, so this works wherever the API server does, with the user's own credentials and TLS.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import argparse
 import asyncio
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
-import httpx
+import msgspec
 
-from agent.node import AGENT_ADDRESS
 from controlplane.api.core import Node
-from controlplane.client import Client
+from controlplane.client import ApiError, Client, ClientError
 
 
 def setup_image(p: argparse.ArgumentParser) -> None:
@@ -24,9 +26,14 @@ def setup_image(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", action="append", default=[], help="a node to send it to (default: every node)")
 
 
+class _Loaded(msgspec.Struct):
+    images: list[str] = []
+
+
 async def run_image(
     args: argparse.Namespace, out: TextIO, err: TextIO, client: Client, token: str | None
 ) -> int:
+    """``token`` is unused (kept for the caller): ``client`` carries the user's credentials."""
     path = Path(args.file)
     if not await asyncio.to_thread(path.is_file):
         raise ValueError(f'the path "{args.file}" does not exist')
@@ -35,25 +42,23 @@ async def run_image(
         raise ValueError("there are no nodes to send the image to")
     archive = await asyncio.to_thread(path.read_bytes)
     failed = 0
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5)) as http:
-        for node in nodes:
-            name = node.metadata.name
-            address = (node.metadata.annotations or {}).get(AGENT_ADDRESS)
-            if not address:
-                print(f"error: node {name} publishes no agent address", file=err)
-                failed += 1
-                continue
-            try:
-                resp = await http.post(f"http://{address}/images/load", content=archive, headers=headers)
-            except httpx.HTTPError as exc:
-                print(f"error: node {name}: cannot reach its agent at {address}: {exc}", file=err)
-                failed += 1
-                continue
-            body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-            if resp.status_code >= 400:
-                print(f"error: node {name}: {body.get('error') or resp.text.strip()}", file=err)
-                failed += 1
-            else:
-                print(f"node/{name}: loaded {', '.join(body.get('images') or []) or 'nothing'}", file=out)
+    for node in nodes:
+        name = node.metadata.name or ""
+        try:
+            resp = await client.request(
+                "POST",
+                f"/api/v1/nodes/{quote(name, safe='')}/proxy/images/load",
+                body=archive,
+                content_type="application/x-tar",
+            )
+            loaded = msgspec.json.decode(resp.content, type=_Loaded)
+        except ApiError as exc:
+            print(f"error: node {name}: {exc.status.message or exc}", file=err)
+            failed += 1
+            continue
+        except (ClientError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            print(f"error: node {name}: {exc}", file=err)
+            failed += 1
+            continue
+        print(f"node/{name}: loaded {', '.join(loaded.images) or 'nothing'}", file=out)
     return 1 if failed else 0

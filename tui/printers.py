@@ -10,6 +10,7 @@ a ``NAMESPACE`` column first with ``-A`` and a ``LABELS`` column last with ``--s
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,6 +237,9 @@ def error_line(exc: BaseException, context: str | None = None, *, server: str | 
 
 
 def _transport_message(exc: TransportError, server: str | None) -> str:
+    untrusted = _certificate_error(exc)
+    if untrusted is not None:
+        return f"Unable to connect to the server: tls: failed to verify certificate: {untrusted}"
     cause = exc.__cause__
     if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout) and server:
         try:
@@ -245,6 +249,19 @@ def _transport_message(exc: TransportError, server: str | None) -> str:
             where = server
         return f"The connection to the server {where} was refused - did you specify the right host or port?"
     return f"error: {exc}"
+
+
+def _certificate_error(exc: BaseException) -> str | None:
+    """Why the server's certificate was not trusted, found anywhere in the exception's chain (httpx
+    wraps ssl's error in its own): kubectl names the certificate instead of "connection refused"."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current.verify_message or str(current)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _one_line(text: str) -> str:

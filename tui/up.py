@@ -13,6 +13,14 @@ removed (unless ``--keep-pods``) and with them the pod network (nftables tables,
 the Podman service ends, the control plane closes its database. The cluster's objects stay in SQLite, so
 the next ``pea up`` on the same data directory resumes it (same objects, same uids).
 
+Credentials. The control plane always runs with a static token file, ``DATA/controlplane/tokens.csv``:
+an admin token (user ``admin``, group ``system:masters``) and a node token for this machine's node
+(``system:node:NAME``, group ``system:nodes``), made on the first start and kept
+(:mod:`controlplane.server.credentials`). The admin's goes into ``DATA/kubeconfig`` (and, for the
+default data directory, pea's default kubeconfig, so ``pea get pods`` just works); the agent gets only
+the node token, as a kubelet would. ``--tls`` serves HTTPS with a CA made in ``DATA/controlplane/pki``;
+the kubeconfigs carry that CA. The data directory, the token file, keys and kubeconfigs are owner-only.
+
 One ``pea up`` per data directory: it holds an exclusive ``flock`` on ``DATA/up.pid`` (which names its
 pid) while it runs. ``pea down`` reads that pid, sends SIGTERM and waits for the lock to be released;
 ``--purge`` then removes the pods, containers and images of the agent's storage, the pod network's
@@ -40,10 +48,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from controlplane.api.core import Node, Pod, ReplicationController, Service
-from controlplane.client import Client, ClientError, write_kubeconfig
+from controlplane.client import Client, ClientError, load_config, write_kubeconfig
+from controlplane.client.config import pea_kubeconfig
 
 from . import daemons
 from .printers import error_line
+from .security_flags import security_options, security_settings
 
 if TYPE_CHECKING:
     from agent.runtime.podman_service import PodmanService
@@ -76,6 +86,13 @@ def setup_up(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--keep-pods", action="store_true", help="leave the pods running when stopping")
     p.add_argument("--node-name", default=socket.gethostname(), help="this node's name (default: hostname)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the API over HTTPS with a self-signed cluster CA made in DATA/controlplane/pki "
+        "(the kubeconfig carries the CA)",
+    )
+    security_options(p)
 
 
 def setup_down(p: argparse.ArgumentParser) -> None:
@@ -87,8 +104,12 @@ def setup_down(p: argparse.ArgumentParser) -> None:
     )
 
 
+def default_up_dir() -> Path:
+    return Path.home() / ".local/share/peapod/up"
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir).absolute() if args.data_dir else Path.home() / ".local/share/peapod/up"
+    return Path(args.data_dir).absolute() if args.data_dir else default_up_dir()
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,12 @@ class _Layout:
     @property
     def kubeconfig(self) -> Path:
         return self.data / "kubeconfig"
+
+    @property
+    def token_file(self) -> Path:
+        from controlplane.server.credentials import TOKEN_FILE
+
+        return self.controlplane / TOKEN_FILE
 
     @property
     def log(self) -> Path:
@@ -289,7 +316,7 @@ async def run_up(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_machine()
     layout = _Layout(_data_dir(args))
     try:
-        layout.data.mkdir(parents=True, exist_ok=True)
+        layout.data.mkdir(mode=0o700, parents=True, exist_ok=True)  # tokens, keys, kubeconfig below
     except OSError as exc:
         raise UpError(f"cannot create {layout.data}: {exc.strerror or exc}") from None
     report = _Reporter(out, layout.log)
@@ -332,22 +359,39 @@ async def _up(
     stack: contextlib.AsyncExitStack,
 ) -> None:
     from controlplane.server.controlplane import ControlPlane, ControlPlaneError, Settings
+    from controlplane.server.credentials import CredentialsError, ensure_tokens
 
     report.status("control plane: starting")
     try:
-        cp = ControlPlane(Settings(data_dir=layout.controlplane, listen=args.listen))
+        tokens = await asyncio.to_thread(ensure_tokens, layout.token_file, [args.node_name])
+    except (CredentialsError, OSError) as exc:
+        raise UpError(f"cannot make the tokens: {exc}") from None
+    try:
+        cp = ControlPlane(
+            Settings(
+                data_dir=layout.controlplane,
+                listen=args.listen,
+                token_file=layout.token_file,
+                tls=args.tls,
+                **security_settings(args),
+            )
+        )
         await cp.start()
     except ControlPlaneError as exc:
         raise UpError(str(exc)) from None
     stack.push_async_callback(cp.stop)
     report.started = True
     report.line(f"control plane: listening on {cp.url} (data in {layout.controlplane})")
-    await asyncio.to_thread(write_kubeconfig, layout.kubeconfig, cp.url, cp.admin_token)
-    client = Client(cp.url, cp.admin_token, user_agent="pea-up")
+    verify = str(cp.ca_file) if cp.ca_file is not None else True
+    await asyncio.to_thread(_write_kubeconfigs, args, layout, cp.url, tokens.admin, cp.ca_file, report)
+    client = Client(cp.url, tokens.admin, user_agent="pea-up", verify=verify)
     stack.push_async_callback(client.close)
+    # The agent is a node like any other: its own identity, limited to its own objects (NodeRestriction).
+    node_client = Client(cp.url, tokens.nodes[args.node_name], user_agent="pea-up-agent", verify=verify)
+    stack.push_async_callback(node_client.close)
 
     report.status(f"agent: starting Podman and node {args.node_name}")
-    service = await _start_agent(args, layout, client, report, stack)
+    service = await _start_agent(args, layout, node_client, report, stack)
     if stop.is_set():
         return
     ready = await _until(stop, _wait_node_ready(client, args.node_name, report))
@@ -369,6 +413,27 @@ async def _up(
         await _headless(cp.url, layout, client, folder, report, stop)
     else:
         await _dashboard(client, report, stop)
+
+
+def _write_kubeconfigs(
+    args: argparse.Namespace, layout: _Layout, url: str, token: str, ca_file: Path | None, report: _Reporter
+) -> None:
+    """``DATA/kubeconfig`` for the admin; for the default data directory also pea's default kubeconfig
+    (unless it names another server: someone else's, left alone)."""
+    ca = ca_file.read_bytes() if ca_file is not None else None
+    write_kubeconfig(layout.kubeconfig, url, token, certificate_authority_data=ca)
+    if args.data_dir:
+        return
+    default = pea_kubeconfig()
+    try:
+        theirs = load_config(kubeconfig=default).server if default.is_file() else None
+    except ValueError:
+        theirs = None
+    if theirs is None or theirs.split("://")[-1] == url.split("://")[-1]:  # this address: ours
+        write_kubeconfig(default, url, token, certificate_authority_data=ca)
+        report.line(f"kubeconfig: {default} (and {layout.kubeconfig})")
+    else:
+        report.line(f"kubeconfig: {layout.kubeconfig} ({default} names {theirs}: left as it is)")
 
 
 async def _start_agent(
@@ -397,9 +462,8 @@ async def _start_agent(
     settings = AgentSettings(node_name=args.node_name, data_dir=layout.agent)
     volumes = VolumeManager(layout.agent / "pods", client, secrets_in_memory=True)
     network = BridgeNetwork(layout.agent / "network")
-    agent = Agent(
-        client, PodmanRuntime(service.socket_path, args.node_name), settings, network=network, volumes=volumes
-    )
+    runtime = PodmanRuntime(service.socket_path, args.node_name, allow_privileged=args.allow_privileged)
+    agent = Agent(client, runtime, settings, network=network, volumes=volumes)
 
     async def stop_agent() -> None:
         await agent.stop()
@@ -595,7 +659,8 @@ async def _headless(
     stop: asyncio.Event,
 ) -> None:
     report.line(f"ready: API at {url}; kubeconfig {layout.kubeconfig}")
-    report.line(f"  try: KUBECONFIG={layout.kubeconfig} pea get pods -o wide   (or pea -s {url} get pods)")
+    report.line(f"  try: KUBECONFIG={layout.kubeconfig} pea get pods -o wide   (kubectl reads it too)")
+    report.line(f"  tokens (admin, nodes): {layout.token_file}; a node token: pea token create-node NAME")
     if folder is not None:
         for svc, port in await _node_ports(client, folder[1]):
             report.line(f"  {folder[0]}: http://localhost:{port}/ (service {svc})")

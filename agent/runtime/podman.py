@@ -911,6 +911,7 @@ class PodmanRuntime:
         since = int(dt.datetime.now(dt.UTC).timestamp())
         seen: set[tuple[str, str, int]] = set()
         delay = 0.2
+        broken = False  # one warning per outage, not one per retry
         while True:
             params = {"stream": "true", "filters": json.dumps({"type": ["container"]}), "since": str(since)}
             try:
@@ -921,6 +922,9 @@ class PodmanRuntime:
                         await r.aread()
                         raise RuntimeFailure("RuntimeError", f"event stream: {_error_message(r)}")
                     delay = 0.2
+                    if broken:
+                        log.info("podman event stream back (replaying since %d)", since)
+                        broken = False
                     async for line in r.aiter_lines():
                         try:
                             ev = json.loads(line)
@@ -942,7 +946,13 @@ class PodmanRuntime:
                         if out is not None:
                             yield out
             except (httpx.HTTPError, RuntimeFailure) as err:
-                log.warning("podman event stream broke (%s); reconnecting in %.1fs", err, delay)
+                log.log(
+                    logging.DEBUG if broken else logging.WARNING,
+                    "podman event stream broke (%r); reconnecting in %.1fs",
+                    err,
+                    delay,
+                )
+                broken = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -20,7 +20,13 @@ systemd socket unit), the agent starts its own service and owns its whole config
   table, and a fresh instance "refreshing" after what looks like a reboot frees every lock in it.
 
 Containers outlive the service (conmon supervises them), which is what lets an agent restart without
-killing its pods; ``stop()`` therefore ends the service process only. ``unmount_storage()`` is for
+killing its pods; ``stop()`` therefore ends the service process only.
+
+Supervision: a service that dies on its own (killed, crashed) is started again with exponential backoff
+(``restart_backoff``), like systemd's ``Restart=always``; the runtime's requests fail meanwhile and its
+event stream reconnects (from where it broke off) once the new service answers. The service's PID is
+kept in ``podman-service.pid``: an agent killed with SIGKILL leaves its service running, and the next
+start ends that orphan first rather than running two services on one storage. ``unmount_storage()`` is for
 throwaway nodes (tests): containers/storage keeps ``<root>/overlay`` mounted after the service ends.
 """
 
@@ -28,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -39,6 +47,8 @@ import httpx
 from ..mounts import mount_points
 
 __all__ = ["PodmanService", "PodmanServiceError"]
+
+log = logging.getLogger(__name__)
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -72,14 +82,23 @@ class PodmanService:
         podman: str = "podman",
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        supervise: bool = True,
+        restart_backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
+        """``supervise``: restart the service whenever it exits without ``stop()``; ``restart_backoff``:
+        the first and the longest wait between restarts (doubling; back to the first once a service
+        has run for a minute)."""
         self.data_dir = Path(data_dir).absolute()
         self.root = Path(root).absolute() if root is not None else None
         self.runroot = Path(runroot).absolute() if runroot is not None else None
         self.podman = podman
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.supervise = supervise
+        self.restart_backoff = restart_backoff
+        self.restarts = 0  # services started again after dying on their own
         self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         if len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH:
             raise ValueError(
                 f"socket path too long for a unix socket ({_MAX_SOCKET_PATH} bytes max): "
@@ -109,6 +128,10 @@ class PodmanService:
     def log_path(self) -> Path:
         """The service's stdout and stderr: where to look when it will not start."""
         return self.data_dir / "podman-service.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "podman-service.pid"
 
     @property
     def events_log(self) -> Path:
@@ -186,38 +209,108 @@ class PodmanService:
                 d.mkdir(parents=True, exist_ok=True)
         self.containers_conf.write_text(self.render_containers_conf())
         self.registries_conf.write_text(self.render_registries_conf())
+        self._end_orphan()
         # A socket left by a service that was killed would make the ping below talk to nothing.
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
+    def _end_orphan(self) -> None:
+        """End the service a killed agent left behind (its PID in ``pid_file``, still serving our socket):
+        SIGTERM, then SIGKILL after ``stop_timeout``. Blocking; part of ``_prepare``."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if os.fsencode(self.url) not in cmdline or b"service" not in cmdline:
+            return  # the PID was reused by something else
+        log.warning("ending the Podman service left running by a previous agent (pid %d)", pid)
+        for sig, wait in ((signal.SIGTERM, self.stop_timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not Path(f"/proc/{pid}").exists():
+                    return
+                time.sleep(0.05)
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the service and return once it answers ``_ping``; raise PodmanServiceError otherwise."""
+        """Start the service and return once it answers ``_ping``; raise PodmanServiceError otherwise.
+        With ``supervise``, a service that later dies on its own is started again."""
         if self.running:
             return
+        if self._supervisor is not None:  # between a death and its restart: this start wins
+            await self.stop()
         if shutil.which(self.podman) is None:
             raise PodmanServiceError(f"{self.podman!r} not found; install the Debian package podman")
+        try:
+            await self._spawn()
+        except BaseException:
+            await self.stop()
+            raise
+        if self.supervise:
+            self._supervisor = asyncio.create_task(self._supervise(), name=f"podman-service-{self.data_dir}")
+
+    async def _spawn(self) -> None:
+        """One service process, answering; on failure it may be left behind (the caller stops it)."""
         await asyncio.to_thread(self._prepare)
         cmd = [self.podman, *self.global_args(), "system", "service", "--time=0", self.url]
-        log = await asyncio.to_thread(self.log_path.open, "ab")
+        out = await asyncio.to_thread(self.log_path.open, "ab")
         try:
             # cwd: conmon inherits it, and conmon 2.1.6 writes its cgroup-v1 "oom" marker file there.
             self._proc = await asyncio.create_subprocess_exec(
                 *cmd,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                stdout=out,
+                stderr=out,
                 env=self.env(),
                 cwd=self.data_dir,
             )
         finally:
-            log.close()  # the child has its own copy of the descriptor
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+            out.close()  # the child has its own copy of the descriptor
+        await asyncio.to_thread(self.pid_file.write_text, f"{self._proc.pid}\n")
+        await self._wait_ready()
+
+    async def _supervise(self) -> None:
+        """Wait for the service to exit; unless ``stop()`` ended it, start another, with backoff."""
+        first, longest = self.restart_backoff
+        delay = first
+        loop = asyncio.get_running_loop()
+        while True:
+            proc = self._proc
+            if proc is None:
+                return
+            started = loop.time()
+            code = await proc.wait()
+            if proc is not self._proc:
+                return  # stop() ended it
+            if loop.time() - started >= 60.0:
+                delay = first
+            log.warning(
+                "podman system service (pid %d) exited with status %s; restarting it in %.1fs",
+                proc.pid, code, delay,
+            )  # fmt: skip
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+                try:
+                    await self._spawn()
+                except (PodmanServiceError, OSError) as err:
+                    log.warning("podman system service did not come back (%s); retrying in %.1fs", err, delay)
+                    await self._kill_current()
+                    continue
+                break
+            self.restarts += 1
+            log.info("podman system service running again (pid %d)", self._proc.pid if self._proc else 0)
+
+    async def _kill_current(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     async def _wait_ready(self) -> None:
         """Poll the socket until libpod answers; fail fast if the process dies instead."""
@@ -254,6 +347,11 @@ class PodmanService:
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after ``stop_timeout``; always reaps the process. Containers keep running."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None and supervisor is not asyncio.current_task():
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -266,8 +364,9 @@ class PodmanService:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(self.socket_path.unlink)
+        for path in (self.socket_path, self.pid_file):
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(path.unlink)
 
     async def unmount_storage(self) -> list[Path]:
         """Unmount whatever is still mounted under ``root``/``runroot`` (deepest first), so the directories

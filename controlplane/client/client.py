@@ -10,7 +10,10 @@ websocket session (``exec``, see ``remotecommand.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -95,7 +98,19 @@ def _meta(obj: TopLevel) -> Any:
 
 
 class Client:
-    """An async Kubernetes-style client over httpx. Use as ``async with Client(url) as c``."""
+    """An async Kubernetes-style client over httpx. Use as ``async with Client(url) as c``.
+
+    A request the server refuses with 429 (or a 5xx) and a ``Retry-After`` header is sent again after
+    that many seconds, as client-go does: at most :attr:`max_retries` times, each wait capped at
+    :attr:`max_retry_wait` and stretched by up to 20% of jitter so throttled clients do not come back
+    in step. Writes too: such an answer means the server did nothing. Watches and log streams retry
+    while starting; exec does not (an interactive session had better fail fast).
+    """
+
+    #: client-go's default; set on an instance to change it (0: never retry).
+    max_retries: int = 10
+    #: The longest one Retry-After is waited for, whatever the server asks.
+    max_retry_wait: float = 10.0
 
     def __init__(
         self,
@@ -103,7 +118,7 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 30.0,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         user_agent: str = "peapod",
         on_warning: Callable[[str], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -113,7 +128,11 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
         self.on_warning = on_warning
+        self.token = token or None
         self._headers = headers
+        # verify: False, True (the system's CAs), a CA file (PEM) or a ready context (ClientConfig.verify).
+        if isinstance(verify, str):  # httpx deprecates a path here: one context for httpx and exec
+            verify = ssl.create_default_context(cafile=verify)
         self._verify = verify
         self._http = httpx.AsyncClient(
             base_url=self.server,
@@ -156,14 +175,54 @@ class Client:
         if accept:
             headers["Accept"] = accept
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            resp = await self._http.request(method, path, params=clean, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise TransportError(f"{method} {self.server}{path}: {exc}") from exc
+        attempt = 0
+        while True:
+            try:
+                resp = await self._http.request(method, path, params=clean, content=content, headers=headers)
+            except httpx.HTTPError as exc:
+                raise TransportError(f"{method} {self.server}{path}: {exc}") from exc
+            delay = self._retry_delay(resp, attempt)
+            if delay is None:
+                break
+            attempt += 1
+            await asyncio.sleep(delay)
         self._warn(resp)
         if resp.status_code >= 400:
             raise from_status(_status_of(resp))
         return resp
+
+    def _retry_delay(self, resp: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before sending the request again, or None to take the answer as it is:
+        client-go's rule (a 429 or 5xx with an integer ``Retry-After``), capped and jittered."""
+        code = resp.status_code
+        if attempt >= self.max_retries or (code != 429 and not 500 <= code <= 599):
+            return None
+        value = resp.headers.get("retry-after", "").strip()
+        if not value.isdigit():
+            return None
+        wait = min(float(value), self.max_retry_wait)
+        return wait * (1.0 + 0.2 * random.random())
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, path: str, params: dict[str, Any], headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed GET that answered 2xx (retried while the server says to wait, like
+        :meth:`request`); any other answer raises its ApiError."""
+        attempt = 0
+        while True:
+            async with self._http.stream(
+                "GET", path, params=params, headers=headers, timeout=httpx.Timeout(None, connect=5.0)
+            ) as resp:
+                if resp.status_code < 400:
+                    yield resp
+                    return
+                await resp.aread()
+                delay = self._retry_delay(resp, attempt)
+                if delay is None:
+                    raise from_status(_status_of(resp))
+            attempt += 1
+            await asyncio.sleep(delay)
 
     def _warn(self, resp: httpx.Response) -> None:
         if self.on_warning is None:
@@ -397,17 +456,8 @@ class Client:
         )
         path = path_for(for_type(Pod), namespace or "default", name, "log")
         try:
-            async with self._http.stream(
-                "GET",
-                path,
-                params=options.to_query(),
-                headers={"Accept": "text/plain, */*"},
-                timeout=httpx.Timeout(None, connect=5.0),
-            ) as resp:
+            async with self._stream(path, options.to_query(), {"Accept": "text/plain, */*"}) as resp:
                 self._warn(resp)
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise from_status(_status_of(resp))
                 async for chunk in resp.aiter_bytes():
                     yield chunk
         except httpx.HTTPError as exc:
@@ -531,16 +581,7 @@ class Client:
         headers = {"Accept": accept} if accept else {}
         decoder = msgspec.json.Decoder(_Frame)
         try:
-            async with self._http.stream(
-                "GET",
-                path_for(info, namespace),
-                params=clean,
-                headers=headers,
-                timeout=httpx.Timeout(None, connect=5.0),
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise from_status(_status_of(resp))
+            async with self._stream(path_for(info, namespace), clean, headers) as resp:
                 async for line in resp.aiter_lines():
                     if not line.strip():
                         continue

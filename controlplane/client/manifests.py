@@ -5,7 +5,11 @@ A path is a file (any extension), a directory (its ``*.yaml``, ``*.yml`` and ``*
 order, subdirectories too with ``-R``; hidden files and editor leftovers are skipped) or ``-`` for stdin.
 A file holds YAML documents separated by ``---`` or a stream of JSON objects; ``kind: List`` (and any
 ``*List`` with ``items``) is flattened. Problems are :class:`ManifestError` with one line naming the
-file and, for syntax errors, the line and column, so the CLI never shows a traceback.
+file and, for syntax errors, the line and column the way compilers do (``x.yaml:12:5: mapping values
+are not allowed here``, which editors jump to), so the CLI never shows a traceback. Besides what the
+parsers refuse, a mapping with the same key twice is an error (as in kubectl, where the second would
+silently win otherwise), and so is a YAML document that aliases expand to far more than its text
+(a "billion laughs") or that nests deeper than any manifest does.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ __all__ = [
 
 EXTENSIONS = (".yaml", ".yml", ".json")
 STDIN = "STDIN"
+#: Deeper than any real manifest, shallow enough for the recursive code that walks documents.
+MAX_DEPTH = 100
 
 
 class ManifestError(Exception):
@@ -131,11 +137,21 @@ def ignored(name: str) -> bool:
 
 def read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ManifestError(f'error reading "{path}": the file is not UTF-8 text') from None
+        data = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f'error reading "{path}": {exc.strerror or exc}') from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _position(data, exc.start)
+        raise ManifestError(f"{path}:{line}:{col}: the file is not UTF-8 text (binary data?)") from None
+
+
+def _position(data: bytes | str, offset: int) -> tuple[int, int]:
+    """The 1-based line and column of ``offset`` in ``data``."""
+    newline = b"\n" if isinstance(data, bytes) else "\n"
+    line = data.count(newline, 0, offset) + 1  # type: ignore[arg-type]
+    return line, offset - (data.rfind(newline, 0, offset) + 1) + 1  # type: ignore[arg-type]
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -147,15 +163,29 @@ def parse(text: str, source: str, *, allow_generate_name: bool = False) -> list[
     is_json = source.lower().endswith(".json") or stripped.startswith(("{", "["))
     documents = _json_documents(text, source) if is_json else _yaml_documents(text, source)
     out: list[Manifest] = []
-    for line, doc in documents:
+    for index, (line, doc) in enumerate(documents, 1):
         for obj in _flatten(doc, source, line):
-            _check(obj, source, line, allow_generate_name)
+            _check(obj, source, line, allow_generate_name, index)
             out.append(Manifest(source, line, obj))
     return out
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML, but timestamps stay strings: a manifest's values go to the server as JSON."""
+    """Safe YAML, but timestamps stay strings (a manifest's values go to the server as JSON), and a
+    key given twice in one mapping is an error rather than the last one silently winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'mapping key "{key_node.value}" already defined', key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _timestamp_as_string(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
@@ -184,36 +214,66 @@ def _scalar_text(key: Any) -> str:
 
 def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
     """(first line, value) for each non-empty YAML document."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, most controls)
+        line, col = _position(text, exc.position)
+        raise ManifestError(f"{source}:{line}:{col}: unacceptable character #x{exc.character:04x}") from None
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
-            value = _jsonable(loader.construct_document(node))
+            start = node.start_mark
+            value = loader.construct_document(node)
+            problem = _shape_problem(value, len(text))
+            if problem:
+                raise ManifestError(f"{source}:{start.line + 1}:{start.column + 1}: {problem}")
+            value = _jsonable(value)
             if value is not None:
-                yield node.start_mark.line + 1, value
+                yield start.line + 1, value
     except yaml.MarkedYAMLError as exc:
-        raise ManifestError(f"error parsing {source}: {_yaml_problem(exc)}") from None
+        raise ManifestError(_yaml_problem(exc, source)) from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"error parsing {source}: {exc}") from None
+        raise ManifestError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: nested deeper than {MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
 
 
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+def _shape_problem(value: Any, size: int) -> str | None:
+    """Why a loaded YAML document cannot be used, if it cannot: nested too deeply, or, through
+    aliases, far more nodes than its text spells out (or endless: an alias inside itself)."""
+    budget = size + 1000  # a node costs at least about a byte of text, unless it is an alias
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return "the document expands to too many values (aliases repeated or inside themselves)"
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels (or an alias inside itself)"
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return None
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, source: str) -> str:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or exc.context or "invalid YAML"
     if exc.context and exc.problem:
         problem = f"{exc.context}: {exc.problem}"
     if mark is None:
-        return problem
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+        return f"{source}: {problem}"
+    return f"{source}:{mark.line + 1}:{mark.column + 1}: {problem}"
 
 
 def _json_documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
     """A stream of JSON values (``{...}{...}`` or one per line), as kubectl accepts."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
     pos = 0
     while True:
         while pos < len(text) and text[pos].isspace():
@@ -222,12 +282,32 @@ def _json_documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
             return
         line = text.count("\n", 0, pos) + 1
         try:
-            value, pos = decoder.raw_decode(text, pos)
+            value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
+            raise ManifestError(f"{source}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
+        except _DuplicateKey as exc:
+            line, col = _position(text, pos)
             raise ManifestError(
-                f"error parsing {source}: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+                f'{source}:{line}:{col}: mapping key "{exc.args[0]}" already defined in this document'
             ) from None
+        except RecursionError:
+            line, col = _position(text, pos)
+            raise ManifestError(f"{source}:{line}:{col}: nested too deeply") from None
+        pos = end
         yield line, value
+
+
+class _DuplicateKey(Exception):
+    """A JSON object with the same key twice (the argument)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _flatten(doc: Any, source: str, line: int) -> Iterable[dict[str, Any]]:
@@ -253,7 +333,7 @@ def _article(what: str) -> str:
     return names.get(what, f"a {what}")
 
 
-def _check(obj: dict[str, Any], source: str, line: int, allow_generate_name: bool) -> None:
+def _check(obj: dict[str, Any], source: str, line: int, allow_generate_name: bool, index: int = 1) -> None:
     """kubectl's client-side checks: every object says what it is and what it is called."""
     problems = []
     if not isinstance(obj.get("apiVersion"), str) or not obj.get("apiVersion"):
@@ -279,7 +359,8 @@ def _check(obj: dict[str, Any], source: str, line: int, allow_generate_name: boo
     if problems:
         joined = problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
         raise ManifestError(
-            f'error validating "{source}": error validating data: {joined} (in the document at line {line})'
+            f'error validating "{source}": error validating data: {joined}'
+            f" (in document {index}, at line {line})"
         )
 
 

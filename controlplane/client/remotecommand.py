@@ -113,9 +113,11 @@ def _ws_url(server: str, path: str, options: ExecOptions) -> str:
     return f"{base}{path}?{urlencode(options.to_query())}"
 
 
-def _ssl_context(url: str, verify: bool | str) -> ssl.SSLContext | None:
+def _ssl_context(url: str, verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:
     if not url.startswith("wss://"):
         return None
+    if isinstance(verify, ssl.SSLContext):
+        return verify
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -130,7 +132,7 @@ async def open_exec(
     options: ExecOptions,
     headers: Mapping[str, str],
     *,
-    verify: bool | str = True,
+    verify: bool | str | ssl.SSLContext = True,
     open_timeout: float = 30.0,
 ) -> ExecSession:
     """Open the websocket; the server's refusal (pod not found, container not running) is its ApiError."""

@@ -368,8 +368,10 @@ def exit_code_of(payload: bytes) -> int:
 
 # --- the credential between the API server and the agents ----------------------------------------
 
-# The control plane creates this Secret (a random ``data.token``) at start; the API server sends it to
-# agents as ``Authorization: Bearer <token>`` and agents serve logs and exec to no one else.
+# The control plane creates this Secret (a random ``data.token``) at start; the API server sends it as
+# ``Authorization: Bearer <token>`` to agents that have no node token of their own (no token file, or an
+# agent running as another user), and such agents serve logs, exec and images to no one else. Node
+# identities may not read it (NodeRestriction): their agents accept their own token instead.
 PROXY_SECRET_NAMESPACE = "kube-system"
 PROXY_SECRET_NAME = "peapod-agent-proxy"
 

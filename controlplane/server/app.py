@@ -25,9 +25,11 @@ from controlplane.api.registry import ResourceInfo
 from controlplane.tables import build_table
 
 from . import discovery, errors, openapi
-from .auth import Authenticator
+from .auth import Authenticator, User
+from .authz import NODE_PREFIX, NODES_GROUP, Authorizer, verb_of
 from .handlers import API, WriteOptions, parse_list_query
 from .podproxy import PodProxy
+from .ratelimit import RateLimiter
 from .request import MAX_BODY, RequestInfo, decode_body, parse_path, wants_table
 from .watch import WatchParams, watch_stream
 from .watchcache import WatchCache
@@ -41,8 +43,15 @@ def json_response(obj: Any, code: int = 200, warnings: list[str] | None = None) 
     response = Response(_encoder.encode(obj), status_code=code, media_type=JSON)
     for warning in warnings or ():
         # One header per warning, as kube-apiserver sends them.
-        response.headers.append("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+        response.headers.append("Warning", '299 - "' + _header_text(warning) + '"')
     return response
+
+
+def _header_text(text: str) -> str:
+    """A warning as a quoted-string of printable ASCII: warnings can quote what a client sent (an
+    unknown field's name), and a header value may not carry control or non-Latin-1 characters."""
+    text = text.replace('"', '\\"')
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def list_body(info: ResourceInfo, revision: int, token: str | None, items: list[bytes]) -> bytes:
@@ -102,18 +111,22 @@ class APIServer:
         *,
         server_address: str = "",
         bookmark_interval: float = 60.0,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.api = api
+        self.rate_limiter = rate_limiter if rate_limiter is not None else RateLimiter(0, 0)
         self.cache = cache
         self.authenticator = authenticator
         self.server_address = server_address
         self.bookmark_interval = bookmark_interval
         self.ready = False
-        self.proxy = PodProxy(api)
+        self.proxy = PodProxy(api, node_token=self._node_token)
+        self.authorizer = Authorizer(api.storage)
         pod = "/api/v1/namespaces/{namespace}/pods/{name}"
         self.app = Starlette(
             routes=[
                 Route(pod + "/log", self._pod_log),
+                Route("/api/v1/nodes/{name}/proxy/images/load", self._node_image_load, methods=["POST"]),
                 Route(pod + "/exec", self._pod_exec, methods=["GET", "POST"]),
                 WebSocketRoute(pod + "/exec", self._pod_exec_websocket),
                 Route("/version", self._version),
@@ -141,9 +154,11 @@ class APIServer:
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _authenticate(self, request: Request) -> None:
+    def _authenticate(self, request: Request) -> User:
         client = request.client.host if request.client else None
-        self.authenticator.authenticate(request.url.path, request.headers.get("authorization"), client)
+        user = self.authenticator.authenticate(request.url.path, request.headers.get("authorization"), client)
+        self.rate_limiter.admit(user, request.url.path)  # 429 before any work; a watch counts once
+        return user
 
     async def _api_error(self, request: Request, exc: errors.APIError) -> Response:
         return status_response(exc)
@@ -160,6 +175,14 @@ class APIServer:
 
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
         return status_response(errors.method_not_allowed(request.method, request.url.path))
+
+    def _node_token(self, node: str) -> str | None:
+        """Node ``node``'s own token from the token file: what the API server shows that node's agent."""
+        user = f"{NODE_PREFIX}{node}"
+        for token, known in (self.authenticator.tokens or {}).items():
+            if known.name == user and NODES_GROUP in known.groups:
+                return token
+        return None
 
     # --- fixed endpoints ------------------------------------------------------------------------
 
@@ -212,14 +235,29 @@ class APIServer:
 
     # --- logs and exec, through the node agent ----------------------------------------------------
 
+    def _authorize_stream(self, user: User, namespace: str, name: str, sub: str, verb: str) -> None:
+        ri = parse_path("", "v1", ["namespaces", namespace, "pods", name, sub])
+        self.authorizer.authorize_stream(user, ri, verb)
+
     async def _pod_log(self, request: Request) -> Response:
-        self._authenticate(request)
+        user = self._authenticate(request)
         p = request.path_params
+        self._authorize_stream(user, p["namespace"], p["name"], "log", "get")
         return await self.proxy.logs(request, p["namespace"], p["name"])
 
+    async def _node_image_load(self, request: Request) -> Response:
+        """Images for a node's agent (``pea image load``), through the API server: the agent serves no one
+        else, and here the user is authorized (nodes may not use ``nodes/proxy``)."""
+        user = self._authenticate(request)
+        name = request.path_params["name"]
+        ri = parse_path("", "v1", ["nodes", name])
+        self.authorizer.authorize_node_proxy(user, RequestInfo(ri.info, None, name, "proxy", False))
+        return await self.proxy.load_image(request, name)
+
     async def _pod_exec(self, request: Request) -> Response:
-        self._authenticate(request)
+        user = self._authenticate(request)
         p = request.path_params
+        self._authorize_stream(user, p["namespace"], p["name"], "exec", "create")
         return await self.proxy.exec_without_upgrade(request, p["namespace"], p["name"])
 
     async def _pod_exec_websocket(self, websocket: WebSocket) -> None:
@@ -227,9 +265,11 @@ class APIServer:
         p = websocket.path_params
         try:
             client = websocket.client.host if websocket.client else None
-            self.authenticator.authenticate(
+            user = self.authenticator.authenticate(
                 websocket.url.path, websocket.headers.get("authorization"), client
             )
+            self.rate_limiter.admit(user, websocket.url.path)
+            self._authorize_stream(user, p["namespace"], p["name"], "exec", "create")
             await self.proxy.exec(websocket, p["namespace"], p["name"])
         except errors.APIError as exc:
             await websocket.send_denial_response(status_response(exc))
@@ -248,11 +288,13 @@ class APIServer:
         return await self._dispatch(request, p["group"], p["version"], p["path"])
 
     async def _dispatch(self, request: Request, group: str, version: str, path: str) -> Response:
-        self._authenticate(request)
+        user = self._authenticate(request)
         ri = parse_path(group, version, path.strip("/").split("/"))
         query = dict(request.query_params)
         method = request.method
         sub = ri.subresource
+        verb = verb_of(method, ri, query.get("watch") in ("true", "1"))
+        decision = await self.authorizer.authorize(user, verb, ri)
         if sub == "eviction" and method != "POST":
             raise errors.method_not_allowed(method.lower(), f"{ri.info.plural}/eviction")
         if method == "GET":
@@ -268,6 +310,7 @@ class APIServer:
                 return Response(await self.api.get_encoded(ri), media_type=JSON)
             return self._object_response(request, ri, await self.api.get(ri))
         opts = WriteOptions.from_query(query)
+        opts.guard, opts.guard_update = decision.guard, decision.guard_update
         if method == "DELETE":
             options = await self._delete_options(request, query)
             if ri.name is None:

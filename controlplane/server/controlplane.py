@@ -3,8 +3,9 @@
 
 Lifecycle: ``start()`` opens the store, makes the default namespaces and the agents' credential (the
 Secret ``kube-system/peapod-agent-proxy``, whose token the API server shows agents when it proxies logs
-and exec), repairs allocations (node pod CIDRs, Service cluster IPs and node ports), starts serving
-(uvicorn), keeps ``default/kubernetes`` pointing at itself (``kubernetes_service``) and
+and exec — unless the token file gives the node a token of its own, see ``podproxy.py``), repairs
+allocations (node pod CIDRs, Service cluster IPs and node ports), starts serving (uvicorn),
+keeps ``default/kubernetes`` pointing at itself (``kubernetes_service``) and
 ``kube-system/kube-dns`` in place (``cluster_dns``), then starts the
 components against the server's own URL; ``stop()`` undoes it in reverse, each background task
 cancelled with a timeout.
@@ -41,13 +42,15 @@ from controlplane.defaults import apply_defaults
 from controlplane.store.sqlite import SQLiteBackend
 
 from . import errors
-from .admission import DefaultTolerationSeconds
+from .admission import DefaultTolerationSeconds, PodSecurity
 from .allocators import node_port_allocator, parse_port_range, pod_cidr_allocator, service_ip_allocator
 from .app import APIServer
 from .auth import Authenticator, is_loopback, load_token_file
 from .cluster_dns import ClusterDNSService, check_cluster_dns
 from .handlers import API
 from .kubernetes_service import KubernetesService, advertise_address
+from .pki import PKIError, ServingFiles, ensure_serving_files, serving_names
+from .ratelimit import DEFAULT_BURST, DEFAULT_RATE, RateLimiter
 from .services import ServiceRegistry
 from .storage import ObjectStorage
 from .watchcache import WatchCache
@@ -69,6 +72,9 @@ class Settings:
     #: ``--advertise-address``): for a server reached through a proxy or another interface than it binds.
     advertise_address: str | None = None
     token_file: Path | None = None
+    #: Serve HTTPS with a serving certificate signed by the cluster CA, both made in ``DATA/pki`` on
+    #: the first start and kept (:mod:`controlplane.server.pki`).
+    tls: bool = False
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
     #: Where Service cluster IPs come from; its first address is the ``kubernetes`` Service's.
@@ -96,6 +102,21 @@ class Settings:
     #: ``node.kubernetes.io/not-ready`` and ``node.kubernetes.io/unreachable`` taints.
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    #: Pod security admission: hostPath volumes are refused outside :attr:`host_path_dir` and these
+    #: prefixes (``--allow-host-path``); privileged containers (and capabilities beyond the baseline
+    #: list) and hostNetwork/hostPID/hostIPC are refused unless allowed.
+    allowed_host_paths: tuple[str, ...] = ()
+    allow_privileged: bool = False
+    allow_host_namespaces: bool = False
+    #: Per-user request rate limit (token bucket; 0 turns it off); ``system:masters`` is exempt.
+    max_requests_per_second: float = DEFAULT_RATE
+    max_request_burst: int = DEFAULT_BURST
+
+    @property
+    def host_path_dir(self) -> Path:
+        """The one place hostPath volumes may point at by default: inside the data directory, but not
+        the data directory itself (a pod mounting that could read the tokens and rewrite the store)."""
+        return self.data_dir.absolute() / "host-paths"
 
     @property
     def host(self) -> str:
@@ -147,7 +168,18 @@ class ControlPlane:
         dns_problem = check_cluster_dns(settings.cluster_dns, ip_range)
         if dns_problem is not None:
             raise ControlPlaneError(dns_problem)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            pod_security = PodSecurity(
+                (str(settings.host_path_dir), *settings.allowed_host_paths),
+                allow_privileged=settings.allow_privileged,
+                allow_host_namespaces=settings.allow_host_namespaces,
+            )
+            rate_limiter = RateLimiter(settings.max_requests_per_second, settings.max_request_burst)
+        except ValueError as exc:
+            raise ControlPlaneError(str(exc)) from None
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only: tokens, keys, store
+        with contextlib.suppress(FileExistsError):  # SQLite gives its -wal and -shm files this mode too
+            os.close(os.open(settings.data_dir / "state.db", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.backend = SQLiteBackend(
             settings.data_dir / "state.db",
             keep_seconds=settings.compact_keep_seconds,
@@ -168,11 +200,18 @@ class ControlPlane:
                 settings.default_not_ready_toleration_seconds, settings.default_unreachable_toleration_seconds
             ),
             self.services,
+            pod_security,
         )
         self.server = APIServer(
-            self.api, self.cache, Authenticator(tokens), bookmark_interval=settings.bookmark_interval
+            self.api,
+            self.cache,
+            Authenticator(tokens, settings.token_file),
+            bookmark_interval=settings.bookmark_interval,
+            rate_limiter=rate_limiter,
         )
         self.admin_token = next((t for t, u in (tokens or {}).items() if "system:masters" in u.groups), None)
+        #: The cluster CA's certificate clients check this server with (``--tls``), once started.
+        self.ca_file: Path | None = None
         self._uvicorn: uvicorn.Server | None = None
         self.controllers: ControllerManager | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -209,8 +248,20 @@ class ControlPlane:
             await self.backend.close()
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ControlPlaneError(f"cannot listen on {self.settings.listen}: {reason}") from None
+        tls: dict[str, str] = {}
+        if self.settings.tls:
+            try:
+                files = await asyncio.to_thread(self._serving_files)
+            except (OSError, PKIError) as exc:
+                sock.close()
+                await self.cache.close()
+                await self.backend.close()
+                raise ControlPlaneError(f"cannot prepare TLS: {exc}") from None
+            self.ca_file = files.ca_cert
+            tls = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
         config = uvicorn.Config(
             self.server.app,
+            **tls,  # type: ignore[arg-type]
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -231,7 +282,8 @@ class ControlPlane:
         port = sock.getsockname()[1]
         self.port = port
         host = self.settings.host
-        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        scheme = "https" if self.settings.tls else "http"
+        self.url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         self.server.server_address = f"{host}:{port}"
         self.kubernetes_service = KubernetesService(
             self.storage,
@@ -256,7 +308,12 @@ class ControlPlane:
 
         if not (self.settings.scheduler or self.settings.controllers):
             return
-        client = Client(self.url, self.admin_token, user_agent="peapod-controlplane")
+        client = Client(
+            self.url,
+            self.admin_token,
+            user_agent="peapod-controlplane",
+            verify=str(self.ca_file) if self.ca_file is not None else True,
+        )
         self._components.append(client.close)
         # One informer per kind for every component of this process: one watch and one cached copy of
         # each pod, however many controllers look at pods.
@@ -271,6 +328,17 @@ class ControlPlane:
             self.controllers = ControllerManager(client, self.settings.controller, informers)
             self._components.append(self.controllers.stop)
             await self.controllers.start()
+
+    def _serving_files(self) -> ServingFiles:
+        """The CA and a serving certificate naming every address clients may use (blocking)."""
+        s = self.settings
+        names = serving_names(
+            s.host,
+            advertise_address=s.advertise_address or advertise_address(s.host),
+            service_cluster_ip_range=s.service_cluster_ip_range,
+            cluster_domain=s.cluster_domain,
+        )
+        return ensure_serving_files(s.data_dir / "pki", names)
 
     async def stop(self) -> None:
         self.server.ready = False

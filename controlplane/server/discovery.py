@@ -82,7 +82,8 @@ def resource_list(group_version: str) -> APIResourceList | None:
                 singular_name=r.singular,
                 namespaced=r.namespaced,
                 kind=r.kind,
-                verbs=list(ALL_VERBS),
+                # kube-apiserver serves no deletecollection of namespaces (a 405 here too)
+                verbs=[v for v in ALL_VERBS if not (r.plural == "namespaces" and v == "deletecollection")],
                 short_names=list(r.short_names) or None,
                 categories=list(r.categories) or None,
             )

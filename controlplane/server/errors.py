@@ -14,6 +14,7 @@ unexpected exception becomes a 500 ``InternalError`` Status, never a traceback i
     ├── 409 AlreadyExists / Conflict
     ├── 410 Expired             a resourceVersion older than the compacted history
     ├── 413 RequestEntityTooLarge
+    ├── 429 TooManyRequests     with Retry-After (details.retryAfterSeconds)
     ├── 422 Invalid             with causes naming each field
     └── 500 InternalError
 """
@@ -144,6 +145,21 @@ def forbidden(message: str, resource: str | None = None, name: str | None = None
     return _error(403, "Forbidden", message, name=name, kind=resource)
 
 
+def forbidden_fields(resource: str, name: str, why: str, causes: list[StatusCause]) -> APIError:
+    """An admission refusal naming each refused field (``pods "x" is forbidden: violates ...``)."""
+    return _error(
+        403, "Forbidden", f'{resource} "{name}" is forbidden: {why}', name=name, kind=resource, causes=causes
+    )
+
+
+def too_many_requests(retry_after: int) -> APIError:
+    """The client is over its request rate: kube-apiserver's answer, word for word; clients wait
+    ``Retry-After`` seconds and send the request again (nothing was done)."""
+    return _error(
+        429, "TooManyRequests", "Too many requests, please try again later.", retry_after=max(1, retry_after)
+    )
+
+
 def method_not_allowed(verb: str, resource: str) -> APIError:
     return _error(
         405,
@@ -177,6 +193,12 @@ def too_large(limit: int) -> APIError:
 
 
 def internal(message: str) -> APIError:
+    return _error(500, "InternalError", f"Internal error occurred: {message}")
+
+
+def storage_full(message: str) -> APIError:
+    """A write the store refused for lack of space: 500 InternalError, as kube-apiserver answers etcd's
+    "mvcc: database space exceeded"; nothing was stored, so the client may retry once space returns."""
     return _error(500, "InternalError", f"Internal error occurred: {message}")
 
 

@@ -61,7 +61,7 @@ from controlplane.selectors import (
 from controlplane.store import KeyValue
 
 from . import errors
-from .admission import DefaultTolerationSeconds
+from .admission import DefaultTolerationSeconds, PodSecurity
 from .allocators import AllocationError, RangeAllocator
 from .request import RequestInfo, decode_body
 from .services import ServiceRegistry
@@ -84,6 +84,11 @@ class WriteOptions:
     field_validation: str = "Warn"
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
+    # The authorizer's object-level check (``authz.py``): called with the submitted object of a create,
+    # and with the stored object of an update, patch or delete, inside the compare-and-swap loop.
+    guard: Callable[[TopLevel], None] | None = None
+    # And its check of an update: called with (new, stored) once the new object is final.
+    guard_update: Callable[[TopLevel, TopLevel], None] | None = None
 
     @classmethod
     def from_query(cls, query: dict[str, str]) -> WriteOptions:
@@ -175,11 +180,14 @@ class API:
         pod_cidrs: RangeAllocator[str],
         admission: DefaultTolerationSeconds | None = None,
         services: ServiceRegistry | None = None,
+        pod_security: PodSecurity | None = None,
     ) -> None:
         self.storage = storage
         self.pod_cidrs = pod_cidrs
         # Mutating admission of new pods (Kubernetes enables DefaultTolerationSeconds by default).
         self.admission = admission if admission is not None else DefaultTolerationSeconds()
+        # Validating admission of new pods: no hostPath, privileged or host namespaces unless allowed.
+        self.pod_security = pod_security if pod_security is not None else PodSecurity()
         # Hooks other parts of the control plane add (service IP allocation, ...): kind → callable.
         self.create_hooks: dict[
             str, Callable[[TopLevel], Awaitable[Callable[[], Awaitable[None]] | None]]
@@ -270,6 +278,8 @@ class API:
             m.namespace = ri.namespace or m.namespace or "default"
         else:
             m.namespace = None
+        if opts.guard is not None:
+            opts.guard(obj)
         if not m.name and not m.generate_name:
             raise errors.invalid(
                 info.kind,
@@ -288,11 +298,20 @@ class API:
             errs = validation.validate(obj, info)
             if errs:
                 raise errors.invalid(info.kind, m.name or m.generate_name or "", errs, info.group)
+            if isinstance(obj, Pod):  # validating admission runs after validation, as in kube-apiserver
+                self.pod_security.admit(obj)
+            elif attempt == 0:  # workloads get PodSecurity's warnings instead of a refusal
+                opts.warnings.extend(self.pod_security.workload_warnings(obj))
             if opts.dry_run:
                 return obj
             undo = None
             hook = self.create_hooks.get(info.kind)
             if hook is not None:
+                # A create that is bound to fail must not allocate (and release) on the way: one read.
+                if await self.storage.try_get(info, m.namespace, m.name or "") is not None:
+                    if not m.generate_name:
+                        raise errors.already_exists(info.plural, m.name or "", info.group)
+                    continue
                 undo = await hook(obj)
             try:
                 return await self.storage.create(info, obj)
@@ -392,8 +411,9 @@ class API:
             raise errors.bad_request("a merge patch must be a JSON object")
         target_type: type[TopLevel] = Scale if ri.subresource == "scale" else ri.info.type
         expected = 0
-        if isinstance(patch, dict):
-            expected = parse_rv((patch.get("metadata") or {}).get("resourceVersion"))
+        patch_meta = patch.get("metadata") if isinstance(patch, dict) else None
+        if isinstance(patch_meta, dict) and isinstance(patch_meta.get("resourceVersion"), str):
+            expected = parse_rv(patch_meta["resourceVersion"])  # any other type fails decoding below
 
         async def compute(current: TopLevel) -> TopLevel:
             base = self._scale_of(current) if ri.subresource == "scale" else current
@@ -436,6 +456,8 @@ class API:
             current_rv = int(meta(current).resource_version or 0)
             if expected and expected != current_rv:
                 raise errors.conflict(info.plural, ri.name, errors.STALE, info.group)
+            if opts.guard is not None:
+                opts.guard(current)
             proposed = await compute(clone(current))
             undo = finish = None
             hook = self.update_hooks.get(info.kind) if ri.subresource is None else None
@@ -443,6 +465,10 @@ class API:
                 undo, finish = await hook(current, proposed)
             try:
                 new = self._prepare_update(ri, proposed, current)
+                if opts.guard_update is not None:
+                    opts.guard_update(new, current)
+                if attempt == 0:
+                    opts.warnings.extend(self.pod_security.workload_warnings(new, current))
                 unchanged = encode(new) == encode(current)
                 if unchanged or opts.dry_run:
                     if undo is not None:
@@ -629,6 +655,8 @@ class API:
             )
         for _ in range(16):
             obj = await self.storage.get(ri.info, ri.namespace, ri.name)
+            if opts.guard is not None:
+                opts.guard(obj)
             self._check_preconditions(ri.info, obj, options)
             try:
                 return await self._delete_object(ri.info, obj, options, opts)
@@ -723,6 +751,8 @@ class API:
     async def delete_collection(
         self, ri: RequestInfo, q: ListQuery, options: DeleteOptions, opts: WriteOptions
     ) -> builtins.list[TopLevel]:
+        if ri.info.kind == "Namespace":  # as in kube-apiserver: a protected namespace would stop it halfway
+            raise errors.method_not_allowed("deletecollection", ri.info.plural)
         validate_delete_options(options)
         _, items, _ = await self.list(ri, q)
         out = []
@@ -820,7 +850,9 @@ def decode_as(
             f'{kind} in version "{info.version}" cannot be handled as a {kind}: '
             f'the object has kind "{body_kind}"'
         )
-    name = name or str((raw.get("metadata") or {}).get("name") or "")
+    metadata = raw.get("metadata")
+    if not name and isinstance(metadata, dict):  # any other metadata fails the conversion below
+        name = str(metadata.get("name") or "")
     if opts.field_validation != "Ignore":
         unknown = validation.find_unknown_fields(raw if unknown_in is _SAME else unknown_in, cls)
         if unknown and opts.field_validation == "Strict":

@@ -226,5 +226,7 @@ class KubernetesService:
             await asyncio.sleep(self.interval)
             try:
                 await self.ensure_service(port)  # remade if deleted, then its Endpoints
+            except errors.APIError as exc:  # e.g. the disk is full: one line, retried next round
+                log.warning("reconciling the default/kubernetes Service failed: %s", exc.status.message)
             except Exception:
                 log.exception("reconciling the default/kubernetes Service failed")

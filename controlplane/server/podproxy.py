@@ -5,7 +5,12 @@ the container (required when the pod has several), the pod scheduled, and the co
 pod's status (waiting, running, terminated, the previous attempt) — which also names the exact container
 (``containerID``) the agent is to read. Then it proxies to the agent of the pod's node (the Node's
 ``peapod.io/agent-address`` annotation; its InternalIP and ``daemonEndpoints`` port when the agent
-listens on every address), sending the Secret ``kube-system/peapod-agent-proxy``'s token:
+listens on every address), with a credential that node's agent accepts and no other node holds: the
+node's own token from the token file (user ``system:node:<name>``; the agent knows its own token, so
+there is no shared secret a compromised node could use on the others), else — no token file, or an agent
+running with another identity — the token of the Secret ``kube-system/peapod-agent-proxy`` (which nodes
+may not read under NodeRestriction). A node with a token of its own is never sent the Secret's, not even
+when its agent refuses: a node publishes its agent address itself, and could otherwise collect it.
 
 * logs: one streamed HTTP request (httpx, read timeout off) answered as a Starlette StreamingResponse,
   chunk by chunk, nothing buffered beyond a chunk; the client going away closes the agent's request.
@@ -25,7 +30,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -183,11 +188,15 @@ def agent_endpoint(node: Node) -> str | None:
 
 
 class PodProxy:
-    """One per API server; ``token`` is set by the control plane once it has read the Secret."""
+    """One per API server; ``token`` is set by the control plane once it has read the Secret;
+    ``node_token`` gives a node's own token (None: that node has none)."""
 
-    def __init__(self, api: API, token: str | None = None) -> None:
+    def __init__(
+        self, api: API, token: str | None = None, node_token: Callable[[str], str | None] | None = None
+    ) -> None:
         self.api = api
         self.token = token
+        self.node_token = node_token
         # Unbounded: every follower holds one connection to an agent for as long as it follows.
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=5.0), limits=httpx.Limits(max_connections=None)
@@ -196,8 +205,9 @@ class PodProxy:
     async def close(self) -> None:
         await self._http.aclose()
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def _headers(self, node: str) -> dict[str, str]:
+        token = (self.node_token(node) if self.node_token is not None else None) or self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _pod(self, namespace: str, name: str) -> Pod:
         pod = await self.api.storage.get(for_type(Pod), namespace, name)
@@ -243,7 +253,7 @@ class PodProxy:
         query.update(podUID=pod.metadata.uid or "", containerID=cid)
         url = f"http://{address}/containerLogs/{quote(namespace)}/{quote(name)}/{quote(container)}"
         upstream = self._http.build_request(
-            "GET", url, params=query, headers=self._headers(), timeout=httpx.Timeout(None, connect=5.0)
+            "GET", url, params=query, headers=self._headers(node), timeout=httpx.Timeout(None, connect=5.0)
         )
         try:
             response = await self._http.send(upstream, stream=True)
@@ -254,6 +264,27 @@ class PodProxy:
             await response.aclose()
             raise self._agent_refusal(node, response.status_code, body)
         return StreamingResponse(_relay(response), media_type="text/plain")
+
+    # --- images ---------------------------------------------------------------------------------
+
+    async def load_image(self, request: Request, node: str) -> Response:
+        """``POST nodes/{node}/proxy/images/load``: the archive streamed to the node's agent as it comes
+        (the agent caps its size), the agent's answer passed back."""
+        address = await self._agent(node)
+        upstream = self._http.build_request(
+            "POST",
+            f"http://{address}/images/load",
+            content=request.stream(),
+            headers={**self._headers(node), "Content-Type": "application/x-tar"},
+            timeout=httpx.Timeout(300.0, connect=5.0),
+        )
+        try:
+            response = await self._http.send(upstream)
+        except httpx.HTTPError as exc:
+            raise _unavailable(f'cannot reach the agent of node "{node}" at {address}: {exc}') from None
+        if response.status_code >= 400:
+            raise self._agent_refusal(node, response.status_code, response.content)
+        return Response(response.content, media_type="application/json")
 
     # --- exec -----------------------------------------------------------------------------------
 
@@ -294,7 +325,7 @@ class PodProxy:
             agent = await connect(
                 f"ws://{address}{target.path}",
                 subprotocols=[protocol],  # type: ignore[list-item]
-                additional_headers=self._headers(),
+                additional_headers=self._headers(node),
                 compression=None,
                 proxy=None,
                 open_timeout=10,

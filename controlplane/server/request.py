@@ -2,7 +2,9 @@
 
 Mirrors kube-apiserver's RequestInfo: ``/api/v1/...`` and ``/apis/{group}/{version}/...``, namespaced
 ``namespaces/{ns}/{resource}[/{name}[/{subresource}]]`` and cluster-scoped ``{resource}[/{name}[/...]]``.
-Also decodes request bodies (JSON or YAML) with a size cap and parse positions in errors.
+Also decodes request bodies (JSON or YAML) with a size cap and parse positions in errors; bodies that
+nest deeper than ``MAX_DEPTH`` or (YAML) expand through aliases far beyond their text are refused
+with a 400 rather than left to recurse or to loop in the code that walks them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from controlplane.api.registry import ResourceInfo, by_resource
 from . import errors
 
 MAX_BODY = 3 * 1024 * 1024
+#: How deeply a body may nest: msgspec's own limit for JSON, applied to YAML too.
+MAX_DEPTH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +73,47 @@ def decode_body(body: bytes, content_type: str, what: str = "body") -> Any:
     media = content_type.split(";", 1)[0].strip().lower()
     if media in ("application/yaml", "application/x-yaml", "text/yaml", "application/apply-patch+yaml"):
         try:
-            return yaml.safe_load(body)
+            value = yaml.safe_load(body)
         except yaml.YAMLError as exc:
             raise errors.bad_request(f"error decoding YAML: {_yaml_error(exc)}") from None
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp like 2001-13-45
+            raise errors.bad_request(f"error decoding YAML: {exc}") from None
+        except RecursionError:
+            raise errors.bad_request(f"error decoding YAML: nested deeper than {MAX_DEPTH} levels") from None
+        problem = _expansion_problem(value, len(body))
+        if problem:
+            raise errors.bad_request(f"error decoding YAML: {problem}")
+        return value
     if media and not media.endswith("json") and media not in ("*/*", "text/plain"):
         raise errors.unsupported_media_type(content_type)
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise errors.bad_request(f"error decoding JSON: {_json_error(body, exc)}") from None
+    except RecursionError:  # msgspec's own limit: 1,000 levels
+        raise errors.bad_request(f"error decoding JSON: nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _expansion_problem(value: Any, size: int) -> str | None:
+    """What is wrong with a YAML document's shape, if anything: too deep, or (through aliases) far more
+    nodes than its text could spell out, or endless (a recursive alias). A "billion laughs" body is
+    a few hundred bytes that load as shared references; walking them (validation, encoding) would not
+    end. go-yaml refuses such documents too ("excessive aliasing")."""
+    budget = size + 1000  # a node takes at least a byte or so of text unless it is an alias
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return "document expands to too many nodes (aliases repeated or recursive)"
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node if isinstance(k, tuple))
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1) for v in node)
+    return None
 
 
 def _json_error(body: bytes, exc: msgspec.DecodeError) -> str:

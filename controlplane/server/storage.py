@@ -20,7 +20,16 @@ import msgspec
 from controlplane import collector
 from controlplane.api.meta import TopLevel
 from controlplane.api.registry import RESOURCES, ResourceInfo
-from controlplane.store import Backend, Compacted, Conflict, KeyExists, KeyNotFound, KeyValue
+from controlplane.store import (
+    Backend,
+    Compacted,
+    Conflict,
+    KeyExists,
+    KeyNotFound,
+    KeyValue,
+    StorageFull,
+    StoreError,
+)
 
 from . import errors
 
@@ -120,7 +129,8 @@ def parse_rv(value: str | None, what: str = "resourceVersion") -> int:
 
 @contextlib.contextmanager
 def _as_api_errors(info: ResourceInfo, name: str) -> Iterator[None]:
-    """Store errors in the API's words: 404 NotFound, 409 AlreadyExists or Conflict."""
+    """Store errors in the API's words: 404 NotFound, 409 AlreadyExists or Conflict, and a 500 Status
+    that says what failed (a full disk, an I/O error) when the write could not be stored at all."""
     try:
         yield
     except KeyExists:
@@ -129,6 +139,12 @@ def _as_api_errors(info: ResourceInfo, name: str) -> Iterator[None]:
         raise errors.not_found(info.plural, name, info.group) from None
     except Conflict:
         raise errors.conflict(info.plural, name, errors.STALE, info.group) from None
+    except StorageFull as exc:
+        raise errors.storage_full(
+            f"{info.plural} {name!r} was not stored: the data directory's disk is full ({exc})"
+        ) from None
+    except StoreError as exc:
+        raise errors.internal(f"{info.plural} {name!r} was not stored: {exc}") from None
 
 
 class ObjectStorage:

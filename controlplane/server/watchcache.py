@@ -5,7 +5,11 @@ once into a :class:`Change`, appends it to a bounded in-memory ring and offers t
 subscriber's bounded queue: filtered once per watched prefix, the same list for every subscriber of
 that prefix (and each change's frame is encoded once, by the first stream that sends it). A
 subscriber whose queue is full is dropped (its stream ends; the client resumes or re-lists) so one slow
-watcher can never grow this process's memory.
+watcher can never grow this process's memory. The bound counts changes, not batches (a batch is one
+store poll, up to a thousand changes): a watcher holds at most ``queue_size`` changes plus one batch,
+and those are the very objects the ring holds. A watcher that stops reading stalls its response in
+uvicorn's ``send`` (which waits for the socket to drain above the transport's high-water mark), so
+what it pins beyond that is one chunk and the transport's buffer.
 
 A new watch from revision R is served from the ring when the ring still holds everything after R:
 replaying the ring and registering the subscriber happen with no ``await`` in between, so no event is
@@ -83,6 +87,7 @@ class Subscription:
         self.after = after
         self.queue_size = queue_size
         self._pending: deque[list[Change]] = deque()
+        self._queued = 0  # changes in _pending
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = -1.0
@@ -104,9 +109,10 @@ class Subscription:
             mine = [c for c in mine if c.revision > self.after]
             if not mine:
                 return True
-        if len(self._pending) >= self.queue_size:
+        if self._queued >= self.queue_size:  # an empty queue takes any batch, so a replay always fits
             return False
         self._pending.append(mine)
+        self._queued += len(mine)
         self.after = mine[-1].revision
         self._wake()
         return True
@@ -144,6 +150,7 @@ class Subscription:
                 if self.dropped:
                     raise WatchClosed("watch dropped: it could not keep up")
                 return []
+        self._queued = 0
         if len(self._pending) == 1:
             return self._pending.popleft()
         batch = [c for b in self._pending for c in b]

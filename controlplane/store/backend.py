@@ -33,6 +33,11 @@ class Conflict(StoreError):
         self.current = current
 
 
+class StorageFull(StoreError):
+    """A write refused because the disk (or the database's size limit) is full. Nothing of it was
+    stored, the store stays usable, and the same write succeeds once space returns."""
+
+
 class WatchClosed(StoreError):
     """Raised from a watch's iteration when the store dropped it (its subscriber could not keep up,
     or the store is closing). The watcher re-lists."""

@@ -22,7 +22,10 @@ Concurrency model (all on one event loop; SQLite work runs on aiosqlite's per-co
       ``_MAX_BATCH`` operations in one transaction (group commit: one fsync for many writes), each as a single
       conditional ``INSERT ... SELECT ... RETURNING id`` evaluated in queue order, and resolves each caller's
       future with its own revision or error only after the commit. A KeyExists/Conflict of one operation
-      does not affect the others in the batch.
+      does not affect the others in the batch. A batch the database cannot take (an I/O error; SQLITE_FULL
+      when the disk is full, raised as :class:`StorageFull`) is rolled back whole and fails only its own
+      writers: the next batch starts afresh, so writes work again as soon as space returns. A checkpoint
+      that cannot grow the database file leaves the frames in the WAL, where readers still find them.
     * Reads: a small pool of read-only connections; WAL lets them read while the writer writes. Reads that
       need several statements run in one read transaction, so they see one snapshot.
     * Watches: ONE poller task reads rows above the last revision it saw and fans the events out to
@@ -71,6 +74,7 @@ from .backend import (
     KeyExists,
     KeyNotFound,
     KeyValue,
+    StorageFull,
     StoreError,
     StoreEvent,
     WatchClosed,
@@ -215,6 +219,19 @@ def _first(rows: Iterable[Any]) -> Any:
     for row in rows:
         return row
     return None
+
+
+def _write_error(exc: Exception) -> StoreError:
+    """What a caller of a failed batch is told. SQLITE_FULL (ENOSPC on the database or its WAL) is
+    :class:`StorageFull`: the transaction was rolled back, so nothing was stored and a retry is safe."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    err: StoreError
+    if code == sqlite3.SQLITE_FULL:
+        err = StorageFull(str(exc))
+    else:
+        err = StoreError(f"write failed: {exc}")
+    err.__cause__ = exc
+    return err
 
 
 @dataclass(slots=True)
@@ -623,9 +640,7 @@ class SQLiteBackend:
             log.warning("write batch of %d failed: %s", len(batch), exc)
             for op in batch:
                 if not op.future.done():
-                    err = StoreError(f"write failed: {exc}")
-                    err.__cause__ = exc
-                    op.future.set_exception(err)
+                    op.future.set_exception(_write_error(exc))
             return
         for op, outcome in zip(batch, outcomes, strict=True):
             if op.future.done():
@@ -793,8 +808,11 @@ class SQLiteBackend:
 
     async def _checkpoint(self) -> None:
         """Copy the WAL back to the database from a read connection: PASSIVE, so writers go on."""
-        async with self._reader() as conn:
-            await conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            async with self._reader() as conn:
+                await conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:  # e.g. the database file cannot grow: the frames stay in the WAL
+            log.warning("WAL checkpoint failed: %s", exc)
 
     async def _write_transaction(self, body: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """Run ``body(conn, *args)`` in one write transaction on the write connection, between batches."""
@@ -802,13 +820,16 @@ class SQLiteBackend:
             self._check_open()
             conn = self._writer_conn
             assert conn is not None
-            await conn.execute_fetchall("BEGIN IMMEDIATE")
             try:
-                result = await body(conn, *args)
-                await conn.execute_fetchall("COMMIT")
-            except BaseException:
-                await self._rollback(conn)
-                raise
+                await conn.execute_fetchall("BEGIN IMMEDIATE")
+                try:
+                    result = await body(conn, *args)
+                    await conn.execute_fetchall("COMMIT")
+                except BaseException:
+                    await self._rollback(conn)
+                    raise
+            except sqlite3.Error as exc:  # a full disk is StorageFull here too
+                raise _write_error(exc) from exc
         return result
 
     @staticmethod
@@ -863,5 +884,7 @@ class SQLiteBackend:
                     log.debug("compacted to revision %d, removed %d rows", target, removed)
             except asyncio.CancelledError:
                 raise
+            except StorageFull as exc:
+                log.warning("store compaction postponed: %s", exc)
             except Exception:
                 log.exception("store compaction failed; will retry")

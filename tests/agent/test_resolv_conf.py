@@ -20,7 +20,8 @@ from agent.runtime.hollow import HollowRuntime
 from agent.volumes import DNSConfig, VolumeManager, parse_resolv_conf, pod_dns, uses_node_resolv_conf
 from controlplane.api import Event, Pod
 from controlplane.client import Client
-from tests.agent.test_agent_hollow import settings
+from controlplane.server.controlplane import Settings
+from tests.agent.test_agent_hollow import settings as agent_settings
 from tests.support import eventually
 
 NODE = DNSConfig(["192.168.1.1", "192.168.1.2"], ["corp.example", "cluster.local"], ["rotate", "ndots:1"])
@@ -225,6 +226,13 @@ def test_duplicates_are_dropped() -> None:
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The control plane lets pods use hostNetwork (refused by default): one test pod does."""
+    settings.allow_host_namespaces = True
+    return settings
+
+
+@pytest.fixture
 def node_resolv(tmp_path: Path) -> Path:
     path = tmp_path / "node-resolv.conf"
     path.write_text("nameserver 192.168.1.1\nsearch corp.example\noptions rotate\n")
@@ -237,7 +245,7 @@ async def running_agent(
 ) -> AsyncIterator[tuple[HollowRuntime, VolumeManager]]:
     """An agent on the hollow runtime with a VolumeManager, so its pods get resolv.conf files."""
     runtime = HollowRuntime("node-1")
-    config = settings()
+    config = agent_settings()
     config.cluster_dns = cluster_dns
     config.resolv_conf = str(node_resolv)
     volumes = VolumeManager(tmp_path / "pods", client)

@@ -272,6 +272,23 @@ async def test_unsupported_volumes_are_clear_errors(manager: VolumeManager) -> N
         await manager.prepare(pod)
 
 
+def test_host_path_through_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    """A pod allowed a directory may plant a link in it; mounting through that link is refused, so a
+    second pod cannot reach the node's root by it. The real path still works."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "evil").symlink_to("/")
+    for path in (allowed / "evil", allowed / "evil" / "etc"):
+        with pytest.raises(ValueError, match="goes through a symbolic link"):
+            check_host_path(str(path), "")
+    outside = tmp_path / "outside"
+    (allowed / "out").symlink_to(outside)
+    with pytest.raises(ValueError, match="goes through a symbolic link"):  # refused before it is made
+        check_host_path(str(allowed / "out" / "made"), "DirectoryOrCreate")
+    assert not outside.exists()
+    check_host_path(str(allowed), "Directory")
+
+
 def test_host_path_type_checks(tmp_path: Path) -> None:
     d, f = tmp_path / "dir", tmp_path / "file"
     d.mkdir()

@@ -36,9 +36,13 @@ async def cluster(
     tmp: Path,
     network: Network | None = None,
     node_ip: str = "127.0.0.1",
+    cp_settings: dict[str, Any] | None = None,
     **agent_settings: Any,
 ) -> AsyncIterator[tuple[Client, Agent, ControlPlane]]:
-    cp = ControlPlane(Settings(data_dir=tmp / "cp", listen="127.0.0.1:0", event_sweep_interval=3600))
+    """``cp_settings``: control-plane Settings fields to change (pod security allowances, ...)."""
+    cp = ControlPlane(
+        Settings(data_dir=tmp / "cp", listen="127.0.0.1:0", event_sweep_interval=3600, **(cp_settings or {}))
+    )
     await cp.start()
     client = Client(cp.url)
     agent = start_agent(client, service, network, node_ip, tmp / "agent", **agent_settings)

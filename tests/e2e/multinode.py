@@ -8,9 +8,11 @@ Each node namespace gets a veth into the lab bridge, its own Podman service (sta
 network (``BridgeNetwork``) and host-gw routes (``HostGatewayRoutes``) work inside that namespace. The
 agents and the control plane run in the calling process, on its event loop: they reach the API server
 on 127.0.0.1, with a token (a static token file, so nothing on the machine is trusted merely for being
-local). Pods reach it at 192.168.77.1:6443, a small TCP proxy whose listening socket lives in the lab
-namespace; the server advertises 192.168.77.1 in ``default/kubernetes`` (the proxy also listens on the
-server's own port, which those Endpoints name), so ``KUBERNETES_SERVICE_HOST`` works from pods.
+local). Each agent has a node token of its own (user ``system:node:<name>``, group ``system:nodes``), so
+everything the lab runs proves the agents work under NodeRestriction; the lab's client is the admin.
+Pods reach it at 192.168.77.1:6443, a small TCP proxy whose listening socket lives in the lab namespace;
+the server advertises 192.168.77.1 in ``default/kubernetes`` (the proxy also listens on the server's own
+port, which those Endpoints name), so ``KUBERNETES_SERVICE_HOST`` works from pods.
 
 DNS: every agent runs its node-local cluster DNS server (on its bridge gateway; the proxy sends
 ``kube-system/kube-dns``, 10.254.0.10, there) and forwards names outside the cluster to the lab's own
@@ -76,6 +78,14 @@ class LabNode:
     ip: str
     service: PodmanService
     agent: Agent | None = None
+    token: str = ""  # the node's own token (user system:node:<name>)
+    client: Client | None = None  # the agent's client, with that token
+
+    def node_client(self, url: str) -> Client:
+        """The node's client (made once, closed by the testbed): what its agent, or a restarted one, uses."""
+        if self.client is None:
+            self.client = Client(url, self.token)
+        return self.client
 
     @property
     def podman_socket(self) -> Path:
@@ -376,17 +386,23 @@ def _agent(client: Client, node: LabNode, data: Path) -> Agent:
     )
 
 
-def _prepare_dirs(tmp: Path, token_file: Path, token: str) -> Path:
-    """The admin's token file under ``tmp``; Podman's directories under a short /tmp path (unix socket
-    paths are limited), returned."""
+def _prepare_dirs(tmp: Path, token_file: Path, token: str, nodes: dict[str, str]) -> Path:
+    """The token file under ``tmp`` (owner-only: the admin's token, and ``nodes``' node name → token);
+    Podman's directories under a short /tmp path (unix socket paths are limited), returned."""
     tmp.mkdir(parents=True, exist_ok=True)
-    token_file.write_text(f'{token},admin,admin,"system:masters"\n')
+    lines = [f'{token},admin,admin,"system:masters"']
+    lines += [f'{t},system:node:{name},{name},"system:nodes"' for name, t in nodes.items()]
+    token_file.touch(mode=0o600)
+    token_file.write_text("\n".join(lines) + "\n")
     return Path(tempfile.mkdtemp(prefix="pea-mn-"))
 
 
 @contextlib.asynccontextmanager
-async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[Lab]:
-    """N nodes (``node1``..``nodeN`` at 192.168.77.11..), their agents running, and a control plane."""
+async def testbed(
+    n: int, tmp: Path, *, prefix: str = "node", settings: dict[str, object] | None = None
+) -> AsyncIterator[Lab]:
+    """N nodes (``node1``..``nodeN`` at 192.168.77.11..), their agents running, and a control plane;
+    ``settings``: more control-plane ``Settings`` fields (shorter grace periods for fault tests)."""
     if not 1 <= n <= 200:
         raise ValueError("1 to 200 nodes")
     tag = secrets.token_hex(3)
@@ -394,7 +410,8 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
     namespaces = [lab]
     token = secrets.token_urlsafe(24)
     token_file = tmp / "tokens.csv"
-    short = await asyncio.to_thread(_prepare_dirs, tmp, token_file, token)
+    node_tokens = {f"{prefix}{i}": secrets.token_urlsafe(24) for i in range(1, n + 1)}
+    short = await asyncio.to_thread(_prepare_dirs, tmp, token_file, token, node_tokens)
     nodes: list[LabNode] = []
     cp: ControlPlane | None = None
     client: Client | None = None
@@ -415,7 +432,8 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
                 runroot=base / "run",
                 podman=str(_podman_wrapper(base, f"/run/netns/{ns}")),
             )
-            nodes.append(LabNode(f"{prefix}{i}", f"/run/netns/{ns}", ip, service))
+            name = f"{prefix}{i}"
+            nodes.append(LabNode(name, f"/run/netns/{ns}", ip, service, token=node_tokens[name]))
         cp = ControlPlane(
             Settings(
                 data_dir=tmp / "cp",
@@ -423,6 +441,7 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
                 advertise_address=LAB_GATEWAY,  # pods reach the API server there (ApiProxy)
                 token_file=token_file,
                 event_sweep_interval=3600,
+                **(settings or {}),  # type: ignore[arg-type]
             )
         )
         await cp.start()
@@ -432,7 +451,7 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
         client = Client(cp.url, token)
         await asyncio.gather(*(_start_podman(node) for node in nodes))
         for node in nodes:
-            node.agent = _agent(client, node, tmp / node.name)
+            node.agent = _agent(node.node_client(cp.url), node, tmp / node.name)
         await asyncio.gather(*(node.agent.start() for node in nodes if node.agent is not None))
         yield Lab(client, cp.url, token, f"/run/netns/{lab}", nodes, upstream=upstream)
     finally:
@@ -446,6 +465,10 @@ async def testbed(n: int, tmp: Path, *, prefix: str = "node") -> AsyncIterator[L
         await upstream.stop()
         if client is not None:
             await client.close()
+        for node in nodes:
+            if node.client is not None:
+                with contextlib.suppress(Exception):
+                    await node.client.close()
         if cp is not None:
             await cp.stop()
         for ns in reversed(namespaces):

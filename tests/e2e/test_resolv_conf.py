@@ -32,7 +32,8 @@ async def resolv_conf(client: Client, name: str) -> str:
 async def test_resolv_conf_per_dns_policy(
     podman_service: PodmanService, make_pod: MakePod, tmp_path: Path
 ) -> None:
-    async with cluster(podman_service, tmp_path) as (client, agent, _):
+    allow = {"allow_host_namespaces": True}  # the hostNetwork pod below
+    async with cluster(podman_service, tmp_path, cp_settings=allow) as (client, agent, _):
         node = parse_resolv_conf(await asyncio.to_thread(Path(agent.settings.resolv_conf).read_text))
         await client.create(manifest("first", sh("app", "exec sleep 600")))
         await client.create(

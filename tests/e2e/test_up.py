@@ -4,7 +4,9 @@ The guestbook test is issue 11's "done when": ``pea up --headless`` in a fresh d
 posted to the frontend on ``localhost:30001`` and read back (through a redis slave), the redis master's
 pod deleted and replaced by its RC with a new message round-tripping, the frontend scaled to 5 and back
 to 3, then ``pea down --purge`` leaving no pods, nftables tables, veths, routes or data behind. The
-second test checks the data directory's lock and that a second ``pea up`` resumes the same cluster.
+second test checks the data directory's lock and that a second ``pea up`` resumes the same cluster
+(served with ``--tls``: the tokens and the CA are kept). Both check that the data directory and its
+secrets are owner-only and that no token is in what ``pea up`` prints.
 
 Each ``pea up`` is a subprocess; whatever happens, ``finally`` runs ``pea down --purge`` and kills what
 is still alive, so a failing test leaves the machine as it found it.
@@ -27,7 +29,8 @@ import pytest
 
 from controlplane.api.core import ConfigMap, Pod
 from controlplane.api.meta import ObjectMeta
-from controlplane.client import Client
+from controlplane.client import Client, TransportError, load_config
+from controlplane.server.auth import load_token_file
 from tests.support import free_port
 
 from .conftest import podman_missing_reason
@@ -131,6 +134,27 @@ async def command(*args: str) -> str:
     return out.decode(errors="replace")
 
 
+def admin_client(data_dir: Path) -> Client:
+    """A client with what ``pea up`` wrote into ``DATA/kubeconfig``: the admin token (and the CA)."""
+    config = load_config(kubeconfig=data_dir / "kubeconfig")
+    return Client(config.server, config.token, verify=config.verify)
+
+
+def assert_owner_only_and_unlogged(data_dir: Path, up: Up) -> list[str]:
+    """The data directory and its secrets are the owner's alone, and no token is in what pea up said."""
+    token_file = data_dir / "controlplane" / "tokens.csv"
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    for secret in (token_file, data_dir / "kubeconfig", data_dir / "controlplane" / "state.db"):
+        assert secret.stat().st_mode & 0o777 == 0o600, secret
+    tokens = list(load_token_file(token_file))
+    groups = sorted(g for user in load_token_file(token_file).values() for g in user.groups)
+    assert groups.count("system:masters") == 1 and groups.count("system:nodes") == 1
+    log = data_dir / "up.log"
+    said = up.output + (log.read_text() if log.exists() else "")
+    assert not [t for t in tokens if t in said]
+    return tokens
+
+
 @contextlib.asynccontextmanager
 async def cleaned_up(data_dir: Path, ups: list[Up]) -> AsyncIterator[None]:
     """Whatever happens inside: ``pea down --purge``, then kill any ``pea up`` still alive."""
@@ -190,7 +214,6 @@ async def assert_nothing_left(data_dir: Path) -> None:
 async def test_guestbook_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     ups: list[Up] = []
     async with cleaned_up(data_dir, ups):
         up = await start_up("--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}")
@@ -199,8 +222,11 @@ async def test_guestbook_end_to_end(tmp_path: Path) -> None:
         assert "guestbook: 6/6 pods Running" in up.output
         assert "http://localhost:30001/" in up.output
         assert (data_dir / "kubeconfig").is_file()
+        assert f"listening on http://127.0.0.1:{port}" in up.output
+        assert_owner_only_and_unlogged(data_dir, up)
+        kubeconfig = ["--kubeconfig", str(data_dir / "kubeconfig")]
 
-        async with Client(url) as client, httpx.AsyncClient(timeout=10) as http:
+        async with admin_client(data_dir) as client, httpx.AsyncClient(timeout=10) as http:
             assert await until(lambda: post(http, "first message"), "the first message accepted")
             await until(
                 lambda: _contains(messages(http), "first message"), "the first message read back from a slave"
@@ -224,10 +250,10 @@ async def test_guestbook_end_to_end(tmp_path: Path) -> None:
                 120,
             )
 
-            code, out = await pea("scale", "rc", "frontend", "--replicas=5", "-s", url)
+            code, out = await pea("scale", "rc", "frontend", "--replicas=5", *kubeconfig)
             assert code == 0, out
             await until(lambda: _count(running_pods(client, "frontend"), 5), "5 frontends running", 120)
-            code, out = await pea("scale", "rc", "frontend", "--replicas=3", "-s", url)
+            code, out = await pea("scale", "rc", "frontend", "--replicas=3", *kubeconfig)
             assert code == 0, out
             await until(lambda: _count(all_pods(client, "frontend"), 3), "back to 3 frontends", 120)
             assert await until(lambda: post(http, "third message"), "the frontend still serving")
@@ -250,8 +276,8 @@ async def _count(pods: Awaitable[list[Pod]], n: int) -> bool:
 async def test_one_up_per_data_dir_and_up_again_resumes(tmp_path: Path) -> None:
     data_dir = tmp_path / "d"
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    listen = ["--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--example", "none"]
+    url = f"https://127.0.0.1:{port}"
+    listen = ["--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--example", "none", "--tls"]
     ups: list[Up] = []
     async with cleaned_up(data_dir, ups):
         first = await start_up(*listen)
@@ -265,7 +291,13 @@ async def test_one_up_per_data_dir_and_up_again_resumes(tmp_path: Path) -> None:
             f"stop it with: pea down --data-dir {data_dir}"
         ]
 
-        async with Client(url) as client:
+        assert f"listening on {url}" in first.output
+        tokens = assert_owner_only_and_unlogged(data_dir, first)
+        ca = (data_dir / "controlplane" / "pki" / "ca.crt").read_bytes()
+        async with Client(url) as untrusting:  # the system's CAs do not know the cluster's
+            with pytest.raises(TransportError):
+                await untrusting.get(ConfigMap, "x", "default")
+        async with admin_client(data_dir) as client:
             made = await client.create(
                 ConfigMap(metadata=ObjectMeta(name="remember-me", namespace="default"), data={"k": "v"})
             )
@@ -278,7 +310,10 @@ async def test_one_up_per_data_dir_and_up_again_resumes(tmp_path: Path) -> None:
         second = await start_up(*listen)
         ups.append(second)
         await second.wait_for("ready: API at", 120)
-        async with Client(url) as client:
+        # Kept across starts: the tokens (the old kubeconfig still works) and the CA.
+        assert assert_owner_only_and_unlogged(data_dir, second) == tokens
+        assert (data_dir / "controlplane" / "pki" / "ca.crt").read_bytes() == ca
+        async with admin_client(data_dir) as client:
             again = await client.get(ConfigMap, "remember-me", "default")
         assert again.metadata.uid == made.metadata.uid and again.data == {"k": "v"}
 
