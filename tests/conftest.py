@@ -9,6 +9,7 @@ import pytest
 
 from controlplane.client import Client
 from controlplane.server.controlplane import ControlPlane, Settings
+from tests.support import serving
 
 
 @pytest.fixture
@@ -21,12 +22,8 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def controlplane(settings: Settings) -> AsyncIterator[ControlPlane]:
-    cp = ControlPlane(settings)
-    await cp.start()
-    try:
+    async with serving(settings) as cp:
         yield cp
-    finally:
-        await cp.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 from controlplane.api import Event, Pod
 from controlplane.api.meta import OwnerReference, TopLevel
 from controlplane.client import Client, NotFound
-from controlplane.server.controlplane import Settings
+from controlplane.server.controlplane import ControlPlane, Settings
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15.0) -> Any:
@@ -164,3 +165,14 @@ async def collect(it: AsyncIterator[Any], n: int, timeout: float = 10) -> list[A
 
     await asyncio.wait_for(run(), timeout)
     return out
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[ControlPlane]:
+    """A control plane started on ``settings``, stopped on the way out whatever happened."""
+    cp = ControlPlane(settings)
+    await cp.start()
+    try:
+        yield cp
+    finally:
+        await cp.stop()

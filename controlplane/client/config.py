@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from controlplane.secretfiles import replace_file
+
 DEFAULT_SERVER = "http://127.0.0.1:6443"
 
 
@@ -192,13 +194,4 @@ def write_kubeconfig(
         "current-context": name,
     }
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(yaml.safe_dump(data, sort_keys=False))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    replace_file(path, yaml.safe_dump(data, sort_keys=False).encode())

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import yaml
 
 from controlplane.api.registry import ResourceInfo, by_kind
+from controlplane.yamlshape import shape_problem
 
 __all__ = [
     "Manifest",
@@ -226,7 +227,7 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
                 continue
             start = node.start_mark
             value = loader.construct_document(node)
-            problem = _shape_problem(value, len(text))
+            problem = shape_problem(value, len(text), MAX_DEPTH)
             if problem:
                 raise ManifestError(f"{source}:{start.line + 1}:{start.column + 1}: {problem}")
             value = _jsonable(value)
@@ -240,25 +241,6 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
         raise ManifestError(f"{source}: nested deeper than {MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
-
-
-def _shape_problem(value: Any, size: int) -> str | None:
-    """Why a loaded YAML document cannot be used, if it cannot: nested too deeply, or, through
-    aliases, far more nodes than its text spells out (or endless: an alias inside itself)."""
-    budget = size + 1000  # a node costs at least about a byte of text, unless it is an alias
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        budget -= 1
-        if budget < 0:
-            return "the document expands to too many values (aliases repeated or inside themselves)"
-        if depth > MAX_DEPTH:
-            return f"nested deeper than {MAX_DEPTH} levels (or an alias inside itself)"
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return None
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, source: str) -> str:

@@ -25,8 +25,8 @@ from controlplane.api.registry import ResourceInfo
 from controlplane.tables import build_table
 
 from . import discovery, errors, openapi
-from .auth import Authenticator, User
-from .authz import NODE_PREFIX, NODES_GROUP, Authorizer, verb_of
+from .auth import NODE_USER_PREFIX, NODES_GROUP, Authenticator, User
+from .authz import Authorizer, verb_of
 from .handlers import API, WriteOptions, parse_list_query
 from .podproxy import PodProxy
 from .ratelimit import RateLimiter
@@ -178,7 +178,7 @@ class APIServer:
 
     def _node_token(self, node: str) -> str | None:
         """Node ``node``'s own token from the token file: what the API server shows that node's agent."""
-        user = f"{NODE_PREFIX}{node}"
+        user = f"{NODE_USER_PREFIX}{node}"
         for token, known in (self.authenticator.tokens or {}).items():
             if known.name == user and NODES_GROUP in known.groups:
                 return token

@@ -39,7 +39,13 @@ class User:
     groups: tuple[str, ...] = ()
 
 
-ADMIN = User("admin", "admin", ("system:masters", "system:authenticated"))
+#: Kubernetes' identities: the admin group (everything, never rate limited) and the nodes' (each node
+#: the user ``system:node:<name>``, held to NodeRestriction by ``authz.py``).
+MASTERS_GROUP = "system:masters"
+NODES_GROUP = "system:nodes"
+NODE_USER_PREFIX = "system:node:"
+
+ADMIN = User("admin", "admin", (MASTERS_GROUP, "system:authenticated"))
 ANONYMOUS = User("system:anonymous", "", ("system:unauthenticated",))
 
 

@@ -33,13 +33,10 @@ from controlplane.api.meta import TopLevel
 from controlplane.api.registry import for_type
 
 from . import errors
-from .auth import User
+from .auth import NODE_USER_PREFIX, NODES_GROUP, User
 from .request import RequestInfo
 from .storage import ObjectStorage, decode
 
-NODES_GROUP = "system:nodes"
-NODE_PREFIX = "system:node:"
-MASTERS_GROUP = "system:masters"
 LEASE_NAMESPACE = "kube-node-lease"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
@@ -57,8 +54,8 @@ UpdateGuard = Callable[[TopLevel, TopLevel], None]
 
 def node_name(user: User) -> str | None:
     """The node a user is, or None: ``system:node:<name>`` in group ``system:nodes``."""
-    if NODES_GROUP in user.groups and user.name.startswith(NODE_PREFIX):
-        return user.name[len(NODE_PREFIX) :] or None
+    if NODES_GROUP in user.groups and user.name.startswith(NODE_USER_PREFIX):
+        return user.name[len(NODE_USER_PREFIX) :] or None
     return None
 
 

@@ -45,7 +45,7 @@ from . import errors
 from .admission import DefaultTolerationSeconds, PodSecurity
 from .allocators import node_port_allocator, parse_port_range, pod_cidr_allocator, service_ip_allocator
 from .app import APIServer
-from .auth import Authenticator, is_loopback, load_token_file
+from .auth import MASTERS_GROUP, Authenticator, is_loopback, load_token_file
 from .cluster_dns import ClusterDNSService, check_cluster_dns
 from .handlers import API
 from .kubernetes_service import KubernetesService, advertise_address
@@ -209,7 +209,7 @@ class ControlPlane:
             bookmark_interval=settings.bookmark_interval,
             rate_limiter=rate_limiter,
         )
-        self.admin_token = next((t for t, u in (tokens or {}).items() if "system:masters" in u.groups), None)
+        self.admin_token = next((t for t, u in (tokens or {}).items() if MASTERS_GROUP in u.groups), None)
         #: The cluster CA's certificate clients check this server with (``--tls``), once started.
         self.ca_file: Path | None = None
         self._uvicorn: uvicorn.Server | None = None

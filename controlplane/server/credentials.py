@@ -26,13 +26,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .auth import User, load_token_file
+from controlplane.secretfiles import replace_file
+
+from .auth import MASTERS_GROUP, NODE_USER_PREFIX, NODES_GROUP, User, load_token_file
 
 TOKEN_FILE = "tokens.csv"
 ADMIN_USER = "admin"
-MASTERS_GROUP = "system:masters"
-NODES_GROUP = "system:nodes"
-NODE_USER_PREFIX = "system:node:"
 
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -115,18 +114,7 @@ def _append(path: Path, lines: list[str]) -> None:
         old = ""
     if old and not old.endswith("\n"):
         old += "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(old + "".join(lines))
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    replace_file(path, (old + "".join(lines)).encode())
 
 
 @contextlib.contextmanager

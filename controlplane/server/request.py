@@ -16,6 +16,7 @@ import msgspec
 import yaml
 
 from controlplane.api.registry import ResourceInfo, by_resource
+from controlplane.yamlshape import shape_problem
 
 from . import errors
 
@@ -80,7 +81,7 @@ def decode_body(body: bytes, content_type: str, what: str = "body") -> Any:
             raise errors.bad_request(f"error decoding YAML: {exc}") from None
         except RecursionError:
             raise errors.bad_request(f"error decoding YAML: nested deeper than {MAX_DEPTH} levels") from None
-        problem = _expansion_problem(value, len(body))
+        problem = shape_problem(value, len(body), MAX_DEPTH)
         if problem:
             raise errors.bad_request(f"error decoding YAML: {problem}")
         return value
@@ -92,28 +93,6 @@ def decode_body(body: bytes, content_type: str, what: str = "body") -> Any:
         raise errors.bad_request(f"error decoding JSON: {_json_error(body, exc)}") from None
     except RecursionError:  # msgspec's own limit: 1,000 levels
         raise errors.bad_request(f"error decoding JSON: nested deeper than {MAX_DEPTH} levels") from None
-
-
-def _expansion_problem(value: Any, size: int) -> str | None:
-    """What is wrong with a YAML document's shape, if anything: too deep, or (through aliases) far more
-    nodes than its text could spell out, or endless (a recursive alias). A "billion laughs" body is
-    a few hundred bytes that load as shared references; walking them (validation, encoding) would not
-    end. go-yaml refuses such documents too ("excessive aliasing")."""
-    budget = size + 1000  # a node takes at least a byte or so of text unless it is an alias
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        budget -= 1
-        if budget < 0:
-            return "document expands to too many nodes (aliases repeated or recursive)"
-        if depth > MAX_DEPTH:
-            return f"nested deeper than {MAX_DEPTH} levels"
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-            stack.extend((k, depth + 1) for k in node if isinstance(k, tuple))
-        elif isinstance(node, list | tuple):
-            stack.extend((v, depth + 1) for v in node)
-    return None
 
 
 def _json_error(body: bytes, exc: msgspec.DecodeError) -> str:

@@ -20,7 +20,7 @@ from controlplane.api.core import EnvVar
 from controlplane.client import ApiError, Client, NotFound
 from controlplane.server.authz import references
 from controlplane.server.controlplane import ControlPlane, Settings
-from tests.support import busybox_pod, eventually
+from tests.support import busybox_pod, eventually, serving
 
 TOKENS = {
     "admin": ("admin-token", "admin", '"system:masters"'),
@@ -40,12 +40,8 @@ async def cp(settings: Settings, tmp_path: Path) -> AsyncIterator[ControlPlane]:
     token_file.touch(mode=0o600)
     token_file.write_text("\n".join(lines) + "\n")
     settings.token_file = token_file
-    plane = ControlPlane(settings)
-    await plane.start()
-    try:
+    async with serving(settings) as plane:
         yield plane
-    finally:
-        await plane.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from controlplane.server.auth import ADMIN, User
 from controlplane.server.controlplane import ControlPlane, Settings
 from controlplane.server.ratelimit import RateLimiter
 from tests.agent.test_agent_hollow import settings as agent_settings
-from tests.support import busybox_pod, eventually
+from tests.support import busybox_pod, eventually, serving
 
 ALICE = User("alice", "1", ("system:authenticated",))
 NODE = User("system:node:n1", "2", ("system:nodes", "system:authenticated"))
@@ -128,12 +128,8 @@ async def server(tmp_path: Path) -> AsyncIterator[ControlPlane]:
         max_requests_per_second=0.2,  # one token every 5 s: nothing refills during the test
         max_request_burst=3,
     )
-    cp = ControlPlane(settings)
-    await cp.start()
-    try:
+    async with serving(settings) as cp:
         yield cp
-    finally:
-        await cp.stop()
 
 
 def http(cp: ControlPlane, token: str) -> httpx.AsyncClient:

@@ -17,6 +17,7 @@ import pytest
 from controlplane.api import ConfigMap, ObjectMeta
 from controlplane.client import ApiError, Client
 from controlplane.server.controlplane import ControlPlane, Settings
+from tests.support import serving
 
 STATUS_429 = {"kind": "Status", "status": "Failure", "reason": "TooManyRequests", "code": 429}
 FORBIDDEN = {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403}
@@ -124,12 +125,8 @@ async def limited(tmp_path: Path) -> AsyncIterator[ControlPlane]:
         max_requests_per_second=10,
         max_request_burst=5,
     )
-    cp = ControlPlane(settings)
-    await cp.start()
-    try:
+    async with serving(settings) as cp:
         yield cp
-    finally:
-        await cp.stop()
 
 
 def counting(client: Client) -> Callable[[], dict[int, int]]:

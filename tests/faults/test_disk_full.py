@@ -27,7 +27,7 @@ import pytest
 
 from controlplane.server.controlplane import ControlPlane, Settings
 from controlplane.store.backend import StorageFull
-from tests.support import eventually
+from tests.support import eventually, serving
 
 pytestmark = [
     pytest.mark.e2e,
@@ -98,12 +98,8 @@ async def controlplane(data_dir: Path) -> AsyncIterator[ControlPlane]:
     settings = Settings(
         data_dir=data_dir, listen="127.0.0.1:0", scheduler=False, controllers=False, event_sweep_interval=3600
     )
-    cp = ControlPlane(settings)
-    await cp.start()
-    try:
+    async with serving(settings) as cp:
         yield cp
-    finally:
-        await cp.stop()
 
 
 async def test_disk_full_refuses_writes_serves_reads(tmp_path: Path) -> None:
