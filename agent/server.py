@@ -88,11 +88,8 @@ class AgentServer:
         self.runtime = runtime
         self.host = host
         self.port = port
-        self.token = token
         self.client = client
-        if token is None and client is not None:
-            token = client.token
-        self.token = token
+        self.token = token if token is not None or client is None else client.token
         self.proxy_token = proxy_token
         self._secret_forbidden = False
         self.app = Starlette(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import os
 import ssl
@@ -93,14 +94,16 @@ def load_config(
 ) -> ClientConfig:
     """Resolve the connection: explicit values win, then PEA_SERVER/PEA_TOKEN, then the kubeconfig.
     A CA or ``insecure_skip_tls_verify`` given explicitly replaces the kubeconfig's TLS settings."""
-    found = _FileConfig()
+    found = ClientConfig(server="")  # what the kubeconfig says; "" and None: nothing
     path = Path(kubeconfig) if kubeconfig else default_kubeconfig()
     if path.is_file():
         found = _read_kubeconfig(path)
     if certificate_authority or insecure_skip_tls_verify:
         if certificate_authority and insecure_skip_tls_verify:
             raise ValueError("specifying a root certificates file with the insecure flag is not allowed")
-        found = _FileConfig(found.server, found.token, found.namespace)
+        found = dataclasses.replace(
+            found, certificate_authority=None, certificate_authority_data=None, insecure_skip_tls_verify=False
+        )
     return ClientConfig(
         server=server or os.environ.get("PEA_SERVER") or found.server or DEFAULT_SERVER,
         token=token or os.environ.get("PEA_TOKEN") or found.token,
@@ -111,17 +114,8 @@ def load_config(
     )
 
 
-@dataclass(frozen=True)
-class _FileConfig:
-    server: str | None = None
-    token: str | None = None
-    namespace: str = "default"
-    certificate_authority: str | None = None
-    certificate_authority_data: bytes | None = None
-    insecure_skip_tls_verify: bool = False
-
-
-def _read_kubeconfig(path: Path) -> _FileConfig:
+def _read_kubeconfig(path: Path) -> ClientConfig:
+    """The current context's settings (``server`` "" when the file names none)."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
@@ -156,8 +150,8 @@ def _read_kubeconfig(path: Path) -> _FileConfig:
     insecure = bool(cluster.get("insecure-skip-tls-verify"))
     if insecure and (ca_file or ca_data):
         raise ValueError(f"{path}: specifying a root certificates file with the insecure flag is not allowed")
-    return _FileConfig(
-        cluster.get("server"),
+    return ClientConfig(
+        cluster.get("server") or "",
         user.get("token"),
         ctx.get("namespace") or "default",
         ca_file,

@@ -262,18 +262,16 @@ def _json_documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
             pos += 1
         if pos >= len(text):
             return
-        line = text.count("\n", 0, pos) + 1
+        line, col = _position(text, pos)
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{source}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
         except _DuplicateKey as exc:
-            line, col = _position(text, pos)
             raise ManifestError(
                 f'{source}:{line}:{col}: mapping key "{exc.args[0]}" already defined in this document'
             ) from None
         except RecursionError:
-            line, col = _position(text, pos)
             raise ManifestError(f"{source}:{line}:{col}: nested too deeply") from None
         pos = end
         yield line, value

@@ -178,11 +178,7 @@ class APIServer:
 
     def _node_token(self, node: str) -> str | None:
         """Node ``node``'s own token from the token file: what the API server shows that node's agent."""
-        user = f"{NODE_USER_PREFIX}{node}"
-        for token, known in (self.authenticator.tokens or {}).items():
-            if known.name == user and NODES_GROUP in known.groups:
-                return token
-        return None
+        return self.authenticator.token_for(f"{NODE_USER_PREFIX}{node}", NODES_GROUP)
 
     # --- fixed endpoints ------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,11 @@ NODE_USER_PREFIX = "system:node:"
 
 ADMIN = User("admin", "admin", (MASTERS_GROUP, "system:authenticated"))
 ANONYMOUS = User("system:anonymous", "", ("system:unauthenticated",))
+
+
+def token_of(tokens: Mapping[str, User], name: str, group: str) -> str | None:
+    """The token of user ``name`` in ``group`` among ``tokens`` (a token file's), if there is one."""
+    return next((t for t, u in tokens.items() if u.name == name and group in u.groups), None)
 
 
 class TokenFileError(ValueError):
@@ -128,6 +134,11 @@ class Authenticator:
         self.tokens = tokens
         log.info("token file %s reloaded: %d tokens", self.token_file, len(tokens))
         return True
+
+    def token_for(self, name: str, group: str) -> str | None:
+        """User ``name``'s token in the token file as last read (the API server shows a node's own token
+        to that node's agent), if it has one."""
+        return token_of(self.tokens or {}, name, group)
 
     def _lookup(self, token: str) -> User | None:
         if not token.isascii():  # compare_digest refuses non-ASCII str; no token of ours is

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from controlplane.secretfiles import replace_file
 
-from .auth import MASTERS_GROUP, NODE_USER_PREFIX, NODES_GROUP, User, load_token_file
+from .auth import MASTERS_GROUP, NODE_USER_PREFIX, NODES_GROUP, User, load_token_file, token_of
 
 TOKEN_FILE = "tokens.csv"
 ADMIN_USER = "admin"
@@ -72,8 +72,8 @@ def ensure_tokens(path: Path, nodes: Iterable[str] = ()) -> Credentials:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(path):
         users = _read(path)
-        admin = _find(users, ADMIN_USER, MASTERS_GROUP)
-        found = {n: _find(users, node_user(n), NODES_GROUP) for n in names}
+        admin = token_of(users, ADMIN_USER, MASTERS_GROUP)
+        found = {n: token_of(users, node_user(n), NODES_GROUP) for n in names}
         lines: list[str] = []
         if admin is None:
             admin = new_token()
@@ -85,10 +85,6 @@ def ensure_tokens(path: Path, nodes: Iterable[str] = ()) -> Credentials:
         if lines:
             _append(path, lines)
     return Credentials(admin, {n: t for n, t in found.items() if t is not None})
-
-
-def _find(users: dict[str, User], name: str, group: str) -> str | None:
-    return next((t for t, u in users.items() if u.name == name and group in u.groups), None)
 
 
 def _line(token: str, user: str, group: str) -> str:
